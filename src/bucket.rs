@@ -1,0 +1,53 @@
+//! What the bucket holds: one paginated listing of a prefix, parsed into generations. The only
+//! place that turns listed keys into [`ObjectKey`]s, for persist, recover and list alike.
+
+use crate::chain::{self, Generation};
+use crate::error::{Error, Result};
+use crate::layout::{self, ObjectKey};
+use crate::s3::Store;
+
+/// What a listing found.
+pub struct Bucketed {
+    pub generations: Vec<Generation>,
+    /// The next unused generation number.
+    pub next_number: u64,
+    pub last_time_ms: u64,
+}
+
+/// Lists the prefix once. A permanent error (credentials, bucket) is fatal to the caller.
+pub fn survey(store: &Store, root: &str) -> Result<Bucketed> {
+    let listed = store
+        .list(root)
+        .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
+    let objects = parse_listing(root, listed);
+    let generations = chain::generations(objects);
+    let next_number = generations.iter().map(|g| g.id.number).max().unwrap_or(0) + 1;
+    let last_time_ms = generations.iter().map(|g| g.last_time()).max().unwrap_or(0);
+    Ok(Bucketed {
+        generations,
+        next_number,
+        last_time_ms,
+    })
+}
+
+/// Parses a listing into our keys, warning once about keys that are not ours (they are ignored,
+/// never touched) and about objects whose size disagrees with their key.
+pub fn parse_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Vec<ObjectKey> {
+    let mut foreign = Vec::new();
+    let mut out = Vec::new();
+    for l in listed {
+        let rel = l.key.strip_prefix(root).unwrap_or(&l.key);
+        match layout::parse(rel) {
+            Ok(k) if k.len() == l.size => out.push(k),
+            Ok(_) => foreign.push((l.key, "its size does not match its key")),
+            Err(e) => foreign.push((l.key, e.0)),
+        }
+    }
+    if let Some((key, why)) = foreign.first() {
+        log::warn!(
+            "ignoring {} object(s) under {root} that are not Petrify objects, first {key:?} ({why})",
+            foreign.len()
+        );
+    }
+    out
+}

@@ -1,0 +1,392 @@
+//! Chain planning: from the keys in the bucket to generations, recovery points, and the exact list
+//! of objects that rebuild a part as of a time. Pure functions over [`ObjectKey`]s: no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::layout::{Kind, Mode, ObjectKey};
+
+/// A generation is named by its number and mode (two writers could, in a damaged bucket, have
+/// used one number with two modes: they are kept apart, never merged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GenId {
+    pub number: u64,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub id: GenId,
+    /// Objects per part, sorted by (start, end, time).
+    pub parts: BTreeMap<String, Vec<ObjectKey>>,
+}
+
+impl Generation {
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.parts.values().flatten()
+    }
+
+    pub fn last_time(&self) -> u64 {
+        self.objects().map(|o| o.time_ms).max().unwrap_or(0)
+    }
+}
+
+/// Groups parsed keys into generations, oldest first.
+pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generation> {
+    let mut by_id: BTreeMap<GenId, Generation> = BTreeMap::new();
+    for o in objects {
+        let id = GenId {
+            number: o.generation,
+            mode: o.mode,
+        };
+        by_id
+            .entry(id)
+            .or_insert_with(|| Generation {
+                id,
+                parts: BTreeMap::new(),
+            })
+            .parts
+            .entry(o.part.clone())
+            .or_default()
+            .push(o);
+    }
+    let mut gens: Vec<Generation> = by_id.into_values().collect();
+    for g in &mut gens {
+        for objs in g.parts.values_mut() {
+            objs.sort_by_key(|o| (o.start, o.end, o.time_ms, o.kind));
+            objs.dedup();
+        }
+    }
+    gens
+}
+
+/// One moment the source can be rebuilt as of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPoint {
+    pub time_ms: u64,
+    pub generation: GenId,
+    /// Bytes the rebuilt file (or folder, all files summed) holds at this point.
+    pub bytes: u64,
+}
+
+/// The name of the manifest part of an `aofdir` generation, if it has exactly one.
+pub fn manifest_part(g: &Generation) -> Option<&str> {
+    let mut names = g.parts.keys().filter(|p| p.ends_with(".manifest"));
+    match (names.next(), names.next()) {
+        (Some(n), None) => Some(n.as_str()),
+        _ => None,
+    }
+}
+
+/// Every recovery point of every generation, oldest first (ties: newer generation last).
+///
+/// A point exists at each time some object was observed. In an `aofdir` generation, points start
+/// with the first manifest (persist uploads a tick's manifest after the files it lists, so a tick
+/// cut short by a crash leaves no point that would need files that never arrived). The sizes assume
+/// the chain is whole; `recover` proves that.
+pub fn recovery_points(gens: &[Generation]) -> Vec<RecoveryPoint> {
+    let mut points = Vec::new();
+    for g in gens {
+        let mut objs: Vec<&ObjectKey> = g.objects().collect();
+        objs.sort_by_key(|o| o.time_ms);
+        let first_valid = match g.id.mode {
+            Mode::File => 0,
+            Mode::AofDir => match manifest_part(g)
+                .and_then(|m| g.parts.get(m))
+                .and_then(|v| v.iter().map(|o| o.time_ms).min())
+            {
+                Some(t) => t,
+                None => continue,
+            },
+        };
+        let mut len: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut i = 0;
+        while i < objs.len() {
+            let t = objs[i].time_ms;
+            while i < objs.len() && objs[i].time_ms == t {
+                let o = objs[i];
+                let l = len.entry(o.part.as_str()).or_insert(0);
+                *l = match o.kind {
+                    Kind::Snap => o.end,
+                    Kind::Delta => (*l).max(o.end),
+                };
+                i += 1;
+            }
+            if t >= first_valid {
+                points.push(RecoveryPoint {
+                    time_ms: t,
+                    generation: g.id,
+                    bytes: len.values().sum(),
+                });
+            }
+        }
+    }
+    points.sort_by_key(|p| (p.time_ms, p.generation));
+    points
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChooseError {
+    /// No recovery point at all under this prefix.
+    Empty,
+    /// `--at-timestamp` is before the earliest point.
+    BeforeFirst { earliest: u64 },
+}
+
+/// The newest point at or before `at_ms`, or the newest of all.
+pub fn choose(points: &[RecoveryPoint], at_ms: Option<u64>) -> Result<RecoveryPoint, ChooseError> {
+    let first = points.first().ok_or(ChooseError::Empty)?;
+    // Points are sorted by time: the last one not after `at_ms`.
+    let n = points.partition_point(|p| at_ms.is_none_or(|t| p.time_ms <= t));
+    n.checked_sub(1)
+        .map(|i| points[i])
+        .ok_or(ChooseError::BeforeFirst {
+            earliest: first.time_ms,
+        })
+}
+
+/// A chain that cannot be trusted; the message names the part and offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainError(pub String);
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The objects that rebuild one part as of `time_ms`, in write order, each starting where the
+/// previous one ended, from offset 0.
+///
+/// Starts from the newest snapshot observed by then (if any), then follows deltas. Where two
+/// deltas start at one offset (an upload that succeeded although its answer was lost, then retried
+/// with more bytes), the longer one is taken: both hold the same bytes of the same file. A delta
+/// observed by `time_ms` that starts beyond the chain's end is a gap: an error, never skipped.
+pub fn plan_part(objects: &[ObjectKey], time_ms: u64) -> Result<Vec<ObjectKey>, ChainError> {
+    let seen: Vec<&ObjectKey> = objects.iter().filter(|o| o.time_ms <= time_ms).collect();
+    let Some(first) = seen.first() else {
+        return Err(ChainError("no object observed by that time".into()));
+    };
+    let part = &first.part;
+    let mut chain: Vec<ObjectKey> = Vec::new();
+    let mut end = 0u64;
+    if let Some(snap) = seen
+        .iter()
+        .filter(|o| o.kind == Kind::Snap)
+        .max_by_key(|o| (o.time_ms, o.end))
+    {
+        chain.push((*snap).clone());
+        end = snap.end;
+    }
+    let deltas: Vec<&ObjectKey> = seen.into_iter().filter(|o| o.kind == Kind::Delta).collect();
+    let mut started = !chain.is_empty();
+    loop {
+        // Longest delta starting exactly at `end`; an empty one only starts a chain.
+        let next = deltas
+            .iter()
+            .filter(|d| d.start == end && (d.end > end || !started))
+            .max_by_key(|d| (d.end, d.time_ms));
+        match next {
+            Some(d) => {
+                chain.push((*d).clone());
+                end = d.end;
+                started = true;
+            }
+            None => break,
+        }
+    }
+    if !started {
+        return Err(ChainError(format!(
+            "part {part}: no object starts at offset 0"
+        )));
+    }
+    if let Some(d) = deltas
+        .iter()
+        .filter(|d| d.start > end)
+        .min_by_key(|d| d.start)
+    {
+        return Err(ChainError(format!(
+            "part {part}: bytes {end}..{} are missing (next object {d})",
+            d.start
+        )));
+    }
+    Ok(chain)
+}
+
+/// Length and CRC-32 of the bytes a chain rebuilds, from the objects' CRCs alone.
+pub fn chain_crc(chain: &[ObjectKey]) -> (u64, u32) {
+    let mut h = crc32fast::Hasher::new();
+    let mut end = 0;
+    for o in chain {
+        h.combine(&crc32fast::Hasher::new_with_initial_len(o.crc, o.len()));
+        end = o.end;
+    }
+    (end, h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::FILE_PART;
+
+    fn delta(generation: u64, start: u64, end: u64, t: u64) -> ObjectKey {
+        ObjectKey {
+            generation,
+            mode: Mode::File,
+            part: FILE_PART.into(),
+            start,
+            end,
+            time_ms: t,
+            crc: 0,
+            kind: Kind::Delta,
+        }
+    }
+
+    fn ranges(chain: &[ObjectKey]) -> Vec<(u64, u64)> {
+        chain.iter().map(|o| (o.start, o.end)).collect()
+    }
+
+    #[test]
+    fn plans_the_prefix_observed_by_a_time() {
+        let objs = vec![
+            delta(1, 0, 10, 100),
+            delta(1, 10, 25, 200),
+            delta(1, 25, 30, 300),
+        ];
+        assert_eq!(
+            ranges(&plan_part(&objs, 300).unwrap()),
+            [(0, 10), (10, 25), (25, 30)]
+        );
+        assert_eq!(ranges(&plan_part(&objs, 299).unwrap()), [(0, 10), (10, 25)]);
+        assert_eq!(ranges(&plan_part(&objs, 100).unwrap()), [(0, 10)]);
+        assert!(plan_part(&objs, 99).is_err());
+    }
+
+    #[test]
+    fn a_gap_is_an_error_naming_the_offset() {
+        let objs = vec![delta(1, 0, 10, 100), delta(1, 25, 30, 300)];
+        let e = plan_part(&objs, 300).unwrap_err();
+        assert!(e.0.contains("bytes 10..25 are missing"), "{e}");
+        // Before the orphan was observed, the prefix is whole.
+        assert_eq!(ranges(&plan_part(&objs, 200).unwrap()), [(0, 10)]);
+        // A missing first object is an error too.
+        assert!(plan_part(&[delta(1, 10, 20, 5)], 5).is_err());
+    }
+
+    #[test]
+    fn a_retried_upload_takes_the_longer_object() {
+        let objs = vec![
+            delta(1, 0, 10, 100),
+            delta(1, 10, 15, 200), // answer lost, but stored
+            delta(1, 10, 40, 300), // the retry, with what was appended since
+            delta(1, 40, 50, 400),
+        ];
+        assert_eq!(ranges(&plan_part(&objs, 250).unwrap()), [(0, 10), (10, 15)]);
+        assert_eq!(
+            ranges(&plan_part(&objs, 400).unwrap()),
+            [(0, 10), (10, 40), (40, 50)]
+        );
+    }
+
+    #[test]
+    fn empty_first_object_starts_a_chain() {
+        let objs = vec![delta(1, 0, 0, 100), delta(1, 0, 7, 200)];
+        assert_eq!(ranges(&plan_part(&objs, 100).unwrap()), [(0, 0)]);
+        assert_eq!(ranges(&plan_part(&objs, 200).unwrap()), [(0, 7)]);
+    }
+
+    #[test]
+    fn snapshot_shortcuts_the_deltas() {
+        let mut snap = delta(1, 0, 25, 200);
+        snap.kind = Kind::Snap;
+        let objs = vec![
+            delta(1, 0, 10, 100),
+            delta(1, 10, 25, 200),
+            snap,
+            delta(1, 25, 30, 300),
+        ];
+        let chain = plan_part(&objs, 300).unwrap();
+        assert_eq!(ranges(&chain), [(0, 25), (25, 30)]);
+        assert_eq!(chain[0].kind, Kind::Snap);
+        assert_eq!(ranges(&plan_part(&objs, 150).unwrap()), [(0, 10)]);
+    }
+
+    #[test]
+    fn newest_snapshot_wins_for_rewritten_parts() {
+        let mut a = delta(1, 0, 90, 100);
+        a.kind = Kind::Snap;
+        let mut b = delta(1, 0, 60, 200);
+        b.kind = Kind::Snap;
+        let objs = vec![b.clone(), a.clone()];
+        assert_eq!(plan_part(&objs, 150).unwrap(), [a]);
+        assert_eq!(plan_part(&objs, 250).unwrap(), [b]);
+    }
+
+    #[test]
+    fn points_and_choice_across_generations() {
+        let gens = generations(vec![
+            delta(2, 0, 5, 400),
+            delta(1, 10, 25, 200),
+            delta(1, 0, 10, 100),
+            delta(2, 5, 9, 500),
+        ]);
+        assert_eq!(gens.len(), 2);
+        let pts = recovery_points(&gens);
+        let summary: Vec<(u64, u64, u64)> = pts
+            .iter()
+            .map(|p| (p.time_ms, p.generation.number, p.bytes))
+            .collect();
+        assert_eq!(
+            summary,
+            [(100, 1, 10), (200, 1, 25), (400, 2, 5), (500, 2, 9)]
+        );
+        assert_eq!(choose(&pts, None).unwrap().time_ms, 500);
+        assert_eq!(choose(&pts, Some(399)).unwrap().time_ms, 200);
+        assert_eq!(choose(&pts, Some(400)).unwrap().generation.number, 2);
+        assert_eq!(
+            choose(&pts, Some(99)),
+            Err(ChooseError::BeforeFirst { earliest: 100 })
+        );
+        assert_eq!(choose(&[], None), Err(ChooseError::Empty));
+    }
+
+    #[test]
+    fn aofdir_points_start_at_the_first_manifest() {
+        let obj = |part: &str, end: u64, t: u64, kind: Kind| ObjectKey {
+            generation: 1,
+            mode: Mode::AofDir,
+            part: part.into(),
+            start: 0,
+            end,
+            time_ms: t,
+            crc: 0,
+            kind,
+        };
+        let gens = generations(vec![
+            obj("a.base.rdb", 100, 10, Kind::Delta),
+            obj("a.incr.aof", 0, 10, Kind::Delta),
+            // the tick at 10 was cut short before its manifest: no point there
+            obj("a.manifest", 80, 20, Kind::Snap),
+            obj("a.incr.aof", 5, 20, Kind::Delta),
+        ]);
+        let pts = recovery_points(&gens);
+        assert_eq!(pts.len(), 1);
+        assert_eq!((pts[0].time_ms, pts[0].bytes), (20, 185));
+    }
+
+    #[test]
+    fn chain_crc_combines_object_crcs() {
+        let data = b"hello, append-only world";
+        let mut chain = Vec::new();
+        for (s, e) in [(0usize, 5usize), (5, 5), (5, 17), (17, data.len())] {
+            let mut o = delta(1, s as u64, e as u64, 1);
+            o.crc = crc32fast::hash(&data[s..e]);
+            chain.push(o);
+        }
+        assert_eq!(
+            chain_crc(&chain),
+            (data.len() as u64, crc32fast::hash(data))
+        );
+        assert_eq!(chain_crc(&[]), (0, crc32fast::hash(b"")));
+    }
+}

@@ -1,0 +1,299 @@
+//! The object layout: how a key names a generation, a part, a byte range, the time the range was
+//! observed and its CRC-32. Pure string work, no I/O.
+//!
+//! Layout version 1 (stable; any change gets a new `petrify-vN` segment, never a migration):
+//!
+//! ```text
+//! <prefix>/petrify-v1/<generation>-<mode>/<part>/<start>-<end>.<time>.<crc>.<kind>
+//! ```
+//!
+//! * `generation`: 10 decimal digits. A generation is one continuous history of the source; a new
+//!   one starts when the file is replaced, truncated, or no longer matches what was uploaded.
+//!   Generations never share objects, so deleting a whole generation never breaks another.
+//! * `mode`: `file` (one append-only file) or `aofdir` (a Redis 7 / Valkey multi-part AOF folder).
+//! * `part`: the file inside the generation. In `file` mode always `file`; in `aofdir` mode the
+//!   name Redis gave the file (`appendonly.aof.1.incr.aof`, `appendonly.aof.manifest`). Only
+//!   `[A-Za-z0-9._-]`, so that no store mangles it and no name can escape a folder.
+//! * `start`, `end`: 20 decimal digits each, the byte range `[start, end)` of the part.
+//! * `time`: 13 decimal digits, Unix milliseconds at which the part was observed to hold these
+//!   bytes. Strictly increasing within a prefix while one `persist` runs.
+//! * `crc`: 8 lowercase hex digits, CRC-32 (IEEE) of the object's bytes.
+//! * `kind`: `delta` (bytes `[start, end)` appended to the part) or `snap` (the whole part,
+//!   `start` is 0; used for the Redis manifest, which is rewritten rather than appended to, and
+//!   for future compacted snapshots).
+//!
+//! Fixed widths make the store's lexical order equal chain order, but readers sort for themselves.
+
+use std::fmt;
+
+/// The path segment that carries the layout version.
+pub const LAYOUT_DIR: &str = "petrify-v1";
+
+/// What a generation follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// One append-only file.
+    File,
+    /// A Redis 7 / Valkey `appendonlydir/`: a manifest plus the files it lists.
+    AofDir,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::File => "file",
+            Mode::AofDir => "aofdir",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "file" => Some(Mode::File),
+            "aofdir" => Some(Mode::AofDir),
+            _ => None,
+        }
+    }
+}
+
+/// The name of the only part of a `file` mode generation.
+pub const FILE_PART: &str = "file";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Delta,
+    Snap,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Delta => "delta",
+            Kind::Snap => "snap",
+        }
+    }
+}
+
+/// Everything one object's key says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    pub generation: u64,
+    pub mode: Mode,
+    pub part: String,
+    pub start: u64,
+    pub end: u64,
+    pub time_ms: u64,
+    pub crc: u32,
+    pub kind: Kind,
+}
+
+impl ObjectKey {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// The key under `root` (see [`root`]).
+    pub fn key(&self, root: &str) -> String {
+        format!(
+            "{root}{}/{}/{:020}-{:020}.{:013}.{:08x}.{}",
+            generation_dir(self.generation, self.mode),
+            self.part,
+            self.start,
+            self.end,
+            self.time_ms,
+            self.crc,
+            self.kind.as_str()
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    /// Short form for messages: the key below the root.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key(""))
+    }
+}
+
+/// `0000000007-file`: the folder of one generation, below the root.
+pub fn generation_dir(generation: u64, mode: Mode) -> String {
+    format!("{generation:010}-{}", mode.as_str())
+}
+
+/// The key prefix under which every object of this layout lives, ending in `/`.
+/// Leading and trailing slashes of the operator's prefix are ignored, so `a/b`, `/a/b/` and
+/// `a/b/` are the same place.
+pub fn root(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() {
+        format!("{LAYOUT_DIR}/")
+    } else {
+        format!("{p}/{LAYOUT_DIR}/")
+    }
+}
+
+/// Whether a part name is safe as a key segment and as a file name in a recovered folder.
+pub fn valid_part_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Why a key below the root is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey(pub &'static str);
+
+/// Parses a key below the root (the root already stripped).
+pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
+    let mut segs = rel.split('/');
+    let (Some(gen_dir), Some(part), Some(name), None) =
+        (segs.next(), segs.next(), segs.next(), segs.next())
+    else {
+        return Err(ForeignKey("not of the form GENERATION-MODE/PART/OBJECT"));
+    };
+    let (gen_s, mode_s) = gen_dir
+        .split_once('-')
+        .ok_or(ForeignKey("generation folder without a mode"))?;
+    let generation = fixed_decimal(gen_s, 10).ok_or(ForeignKey("bad generation number"))?;
+    let mode = Mode::parse(mode_s).ok_or(ForeignKey("unknown mode"))?;
+    if !valid_part_name(part) || (mode == Mode::File && part != FILE_PART) {
+        return Err(ForeignKey("bad part name"));
+    }
+    // <start>-<end>.<time>.<crc>.<kind>
+    let mut f = name.split('.');
+    let (Some(range), Some(time_s), Some(crc_s), Some(kind_s), None) =
+        (f.next(), f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err(ForeignKey("object name not START-END.TIME.CRC.KIND"));
+    };
+    let (start_s, end_s) = range
+        .split_once('-')
+        .ok_or(ForeignKey("range not START-END"))?;
+    let start = fixed_decimal(start_s, 20).ok_or(ForeignKey("bad start offset"))?;
+    let end = fixed_decimal(end_s, 20).ok_or(ForeignKey("bad end offset"))?;
+    if end < start {
+        return Err(ForeignKey("range ends before it starts"));
+    }
+    let time_ms = fixed_decimal(time_s, 13).ok_or(ForeignKey("bad time"))?;
+    if crc_s.len() != 8
+        || !crc_s
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(ForeignKey("bad CRC"));
+    }
+    let crc = u32::from_str_radix(crc_s, 16).map_err(|_| ForeignKey("bad CRC"))?;
+    let kind = match kind_s {
+        "delta" => Kind::Delta,
+        "snap" if start == 0 => Kind::Snap,
+        "snap" => return Err(ForeignKey("snapshot not starting at 0")),
+        _ => return Err(ForeignKey("unknown kind")),
+    };
+    Ok(ObjectKey {
+        generation,
+        mode,
+        part: part.to_string(),
+        start,
+        end,
+        time_ms,
+        crc,
+        kind,
+    })
+}
+
+/// Exactly `width` ASCII digits, no sign, fitting in u64.
+fn fixed_decimal(s: &str, width: usize) -> Option<u64> {
+    if s.len() != width || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ObjectKey {
+        ObjectKey {
+            generation: 3,
+            mode: Mode::File,
+            part: FILE_PART.into(),
+            start: 100,
+            end: 250,
+            time_ms: 1_764_104_645_123,
+            crc: 0xdead_beef,
+            kind: Kind::Delta,
+        }
+    }
+
+    #[test]
+    fn key_round_trips_and_has_fixed_width() {
+        let k = sample();
+        let s = k.key(&root("backups/redis"));
+        assert_eq!(
+            s,
+            "backups/redis/petrify-v1/0000000003-file/file/\
+             00000000000000000100-00000000000000000250.1764104645123.deadbeef.delta"
+        );
+        let rel = s.strip_prefix(&root("backups/redis")).unwrap();
+        assert_eq!(parse(rel).unwrap(), k);
+    }
+
+    #[test]
+    fn lexical_order_is_chain_order() {
+        let mut a = sample();
+        let mut b = sample();
+        a.start = 9;
+        a.end = 100;
+        b.start = 100;
+        b.end = 1_000_000;
+        assert!(a.key("") < b.key(""));
+        b.generation = 10;
+        a.generation = 9;
+        a.start = 5_000_000;
+        assert!(a.key("") < b.key(""));
+    }
+
+    #[test]
+    fn root_normalises_slashes() {
+        assert_eq!(root(""), "petrify-v1/");
+        assert_eq!(root("/"), "petrify-v1/");
+        assert_eq!(root("/a/b/"), "a/b/petrify-v1/");
+        assert_eq!(root("a/b"), "a/b/petrify-v1/");
+    }
+
+    #[test]
+    fn rejects_foreign_and_hostile_keys() {
+        let good = sample().key("");
+        for bad in [
+            "",
+            "README",
+            "0000000003-file/file",
+            "0000000003-tape/file/00000000000000000100-00000000000000000250.1764104645123.deadbeef.delta",
+            "3-file/file/00000000000000000100-00000000000000000250.1764104645123.deadbeef.delta",
+            "0000000003-file/other/00000000000000000100-00000000000000000250.1764104645123.deadbeef.delta",
+            "0000000003-aofdir/../00000000000000000000-00000000000000000250.1764104645123.deadbeef.delta",
+            "0000000003-aofdir/a/b/00000000000000000000-00000000000000000250.1764104645123.deadbeef.delta",
+            "0000000003-file/file/00000000000000000300-00000000000000000250.1764104645123.deadbeef.delta",
+            "0000000003-file/file/00000000000000000100-00000000000000000250.1764104645123.DEADBEEF.delta",
+            "0000000003-file/file/00000000000000000100-00000000000000000250.1764104645123.deadbeef.snap",
+            "0000000003-file/file/00000000000000000100-00000000000000000250.176410464512.deadbeef.delta",
+            "0000000003-file/file/+0000000000000000100-00000000000000000250.1764104645123.deadbeef.delta",
+            "0000000003-file/file/99999999999999999999-99999999999999999999.1764104645123.deadbeef.delta",
+        ] {
+            assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+        assert!(parse(&good).is_ok());
+    }
+
+    #[test]
+    fn part_names() {
+        assert!(valid_part_name("appendonly.aof.1.incr.aof"));
+        assert!(valid_part_name("appendonly.aof.manifest"));
+        for bad in ["", ".", "..", "a/b", "a\0b", "a b", "ä", &"x".repeat(201)] {
+            assert!(!valid_part_name(bad), "accepted {bad:?}");
+        }
+    }
+}

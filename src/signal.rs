@@ -1,0 +1,50 @@
+//! SIGTERM and SIGINT: the first asks `persist` to upload what is pending and exit; a second one
+//! exits at once. std has no signal API and the handler only stores to an atomic, so a few lines
+//! of FFI to libc's `signal(2)` (linked by std already) replace a crate.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+unsafe extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn _exit(status: i32) -> !;
+}
+
+extern "C" fn on_signal(_: i32) {
+    // Only async-signal-safe work here: an atomic add, and _exit on the second signal.
+    if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { _exit(130) }
+    }
+}
+
+pub fn install() {
+    // SAFETY: the handler is async-signal-safe (see above); signal() has no other precondition.
+    unsafe {
+        signal(SIGTERM, on_signal);
+        signal(SIGINT, on_signal);
+    }
+}
+
+pub fn stop_requested() -> bool {
+    SIGNALS.load(Ordering::SeqCst) > 0
+}
+
+/// Sleeps until `deadline`, waking early when a stop is requested.
+pub fn sleep_until(deadline: Instant) {
+    loop {
+        if stop_requested() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,724 @@
+//! `petrify persist`: the watched side. Follows an append-only file (or, through `aofdir`, a
+//! Redis 7 folder), decides what to upload next with pure functions over what it observed, and
+//! ships each new byte range as one object through [`Uploader`]. Single-threaded: poll, upload,
+//! sleep.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::chain::{self, GenId, Generation};
+use crate::cli::Persist;
+use crate::error::{Error, Exit, Result};
+use crate::layout::{self, Kind, Mode, ObjectKey};
+use crate::s3::{Backoff, S3Error, Store};
+use crate::{bucket, signal, timestamp};
+
+/// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
+/// read twice (CRC, then upload), so memory stays flat whatever the range.
+const BUFFER_LIMIT: u64 = 8 << 20;
+
+/// After a stop is requested, how long persist keeps trying to upload what is pending.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// (device, inode): what a path refers to, so that a file renamed over it is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// Why a tick did not finish. S3 and file-changed failures are retried; local failures stop.
+#[derive(Debug)]
+pub enum TickError {
+    S3(S3Error),
+    Fatal(Error),
+}
+
+impl From<Error> for TickError {
+    fn from(e: Error) -> Self {
+        TickError::Fatal(e)
+    }
+}
+
+/// Hands out observation times: Unix milliseconds, strictly increasing, so that every recovery
+/// point has its own time and a clock stepping back cannot reorder a chain.
+pub struct Clock {
+    last_ms: u64,
+}
+
+impl Clock {
+    pub fn after(last_ms: u64) -> Clock {
+        Clock { last_ms }
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.last_ms = timestamp::now_ms().max(self.last_ms + 1);
+        self.last_ms
+    }
+}
+
+/// Turns byte ranges of open files into objects.
+pub struct Uploader<'a> {
+    pub store: &'a Store,
+    pub root: String,
+    pub clock: Clock,
+    /// Objects and bytes uploaded since start (for the log and tests).
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Where the bytes of one upload come from.
+pub struct Source<'a> {
+    pub file: &'a File,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Uploader<'_> {
+    /// Uploads `[start, end)` of `file` as one object of `part` in `generation`, observed at
+    /// `time_ms`. Returns the key once S3 has answered 2xx.
+    pub fn put(
+        &mut self,
+        generation: GenId,
+        part: &str,
+        kind: Kind,
+        src: Source<'_>,
+        time_ms: u64,
+    ) -> std::result::Result<ObjectKey, S3Error> {
+        let len = src.end - src.start;
+        let mut buffered = Vec::new();
+        let crc = if len <= BUFFER_LIMIT {
+            buffered = vec![0; len as usize];
+            read_exact_at(src.file, &mut buffered, src.start).map_err(local)?;
+            crc32fast::hash(&buffered)
+        } else {
+            crc_range(src.file, src.start, src.end).map_err(local)?
+        };
+        let key = ObjectKey {
+            generation: generation.number,
+            mode: generation.mode,
+            part: part.to_string(),
+            start: src.start,
+            end: src.end,
+            time_ms,
+            crc,
+            kind,
+        };
+        let full = key.key(&self.root);
+        if len <= BUFFER_LIMIT {
+            self.store.put(&full, &mut &buffered[..], len)?;
+        } else {
+            let mut reader = RangeReader {
+                file: src.file,
+                pos: src.start,
+                end: src.end,
+                hasher: crc32fast::Hasher::new(),
+                expect: crc,
+            };
+            self.store.put(&full, &mut reader, len)?;
+        }
+        self.objects += 1;
+        self.bytes += len;
+        log::debug!("uploaded {key} ({len} bytes)");
+        Ok(key)
+    }
+}
+
+/// A local read failure during an upload is retried like a network one: the next tick
+/// re-observes the file and decides again (a shrink becomes a new generation).
+fn local(e: io::Error) -> S3Error {
+    S3Error::Network(format!("reading the file: {e}"))
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being read",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = start;
+    while pos < end {
+        let n = ((end - pos) as usize).min(buf.len());
+        read_exact_at(file, &mut buf[..n], pos)?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize())
+}
+
+/// Streams `[pos, end)` of a file by positioned reads. Ends in an error, never early: ureq would
+/// spin on a short body, and a body whose CRC no longer matches its key must not be stored, so
+/// the last read fails instead of completing the request.
+struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    hasher: crc32fast::Hasher,
+    expect: u32,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.end || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = ((self.end - self.pos) as usize).min(buf.len());
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank during the upload",
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.pos += n as u64;
+        if self.pos == self.end && self.hasher.clone().finalize() != self.expect {
+            return Err(io::Error::other("the file changed during the upload"));
+        }
+        Ok(n)
+    }
+}
+
+/// What one look at a followed file calls for. Pure: see [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing new.
+    Idle,
+    /// Upload `[start, end)` of the open file.
+    Append { start: u64, end: u64 },
+    /// The open file is shorter than what was uploaded: it was truncated in place.
+    Truncated { len: u64 },
+    /// The path names another file now, and the open one is fully uploaded: switch to it.
+    Replaced,
+}
+
+/// Decides the next step for a followed file from what was uploaded of it (`uploaded`), its
+/// current length through the open descriptor (`open_len`), and what the path names now.
+/// The old file's remaining bytes always go first, so a rewrite never loses its tail.
+pub fn decide(uploaded: u64, open_len: u64, open_id: FileId, path_id: Option<FileId>) -> Step {
+    if open_len < uploaded {
+        Step::Truncated { len: open_len }
+    } else if open_len > uploaded {
+        Step::Append {
+            start: uploaded,
+            end: open_len,
+        }
+    } else if path_id.is_some_and(|p| p != open_id) {
+        Step::Replaced
+    } else {
+        Step::Idle
+    }
+}
+
+/// How a resumed chain ends: the generation, and the chain's length and CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainEnd {
+    pub generation: GenId,
+    pub end: u64,
+    pub crc: u32,
+}
+
+/// The chain a restarted `persist` of a single file could continue: the newest generation's
+/// newest point, if it is a `file` generation whose chain is whole. Pure.
+pub fn resumable(gens: &[Generation]) -> std::result::Result<ChainEnd, String> {
+    let Some(g) = gens.iter().max_by_key(|g| (g.last_time(), g.id)) else {
+        return Err("the prefix holds no chain yet".into());
+    };
+    if g.id.mode != Mode::File {
+        return Err(format!(
+            "the newest generation {} is a {} backup, not a single file",
+            g.id.number,
+            g.id.mode.as_str()
+        ));
+    }
+    let objs = g
+        .parts
+        .get(layout::FILE_PART)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let plan = chain::plan_part(objs, u64::MAX)
+        .map_err(|e| format!("generation {} cannot be continued: {e}", g.id.number))?;
+    let (end, crc) = chain::chain_crc(&plan);
+    Ok(ChainEnd {
+        generation: g.id,
+        end,
+        crc,
+    })
+}
+
+/// A file being followed.
+struct Tracked {
+    file: File,
+    id: FileId,
+    generation: GenId,
+    uploaded: u64,
+    /// Whether the generation's first object is stored. It is uploaded even when empty, so that
+    /// a file truncated to nothing is a recovery point too.
+    in_bucket: bool,
+}
+
+/// Follows one append-only file.
+struct FileFollower {
+    path: PathBuf,
+    tracked: Option<Tracked>,
+    next_number: u64,
+    /// A chain found in the bucket at start, to continue if the file still matches it.
+    resume: Option<ChainEnd>,
+    said_waiting: bool,
+    said_vanished: bool,
+}
+
+impl FileFollower {
+    fn new_generation(&mut self) -> GenId {
+        let id = GenId {
+            number: self.next_number,
+            mode: Mode::File,
+        };
+        self.next_number += 1;
+        id
+    }
+
+    /// Opens the path if it exists. Continues the bucket's chain when the file still starts
+    /// with exactly its bytes, otherwise starts a new generation (and says why).
+    fn open(&mut self, up: &mut Uploader) -> std::result::Result<bool, TickError> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.said_waiting {
+                    log::info!("waiting for {} to appear", self.path.display());
+                    self.said_waiting = true;
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io("cannot open", &self.path, &e).into()),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &self.path, &e))?;
+        if meta.is_dir() {
+            return Err(Error::new(
+                Exit::Usage,
+                format!(
+                    "{} is a folder without a Redis manifest (*.manifest): give an append-only \
+                     file or a Redis 7 appendonlydir/",
+                    self.path.display()
+                ),
+            )
+            .into());
+        }
+        let id = FileId::of(&meta);
+        if let Some(r) = self.resume.take() {
+            let matches = meta.len() >= r.end
+                && crc_range(&file, 0, r.end)
+                    .map_err(|e| Error::io("cannot read", &self.path, &e))?
+                    == r.crc;
+            if matches {
+                log::info!(
+                    "resuming generation {} of {} at byte {}",
+                    r.generation.number,
+                    self.path.display(),
+                    r.end
+                );
+                self.tracked = Some(Tracked {
+                    file,
+                    id,
+                    generation: r.generation,
+                    uploaded: r.end,
+                    in_bucket: true,
+                });
+                return Ok(true);
+            }
+            log::info!(
+                "{} no longer starts with the {} bytes of generation {} in the bucket \
+                 (rewritten or replaced while persist was stopped): starting a new generation",
+                self.path.display(),
+                r.end,
+                r.generation.number
+            );
+        }
+        let generation = self.new_generation();
+        self.start_generation(up, file, id, generation, "new file")?;
+        Ok(true)
+    }
+
+    /// Uploads the file's whole content as the first object of a new generation.
+    fn start_generation(
+        &mut self,
+        up: &mut Uploader,
+        file: File,
+        id: FileId,
+        generation: GenId,
+        why: &str,
+    ) -> std::result::Result<(), TickError> {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &self.path, &e))?
+            .len();
+        // Tracked first, with nothing uploaded: a failed upload is retried by the next tick as
+        // an append from 0 in this generation.
+        self.tracked = Some(Tracked {
+            file,
+            id,
+            generation,
+            uploaded: 0,
+            in_bucket: false,
+        });
+        log::info!(
+            "starting generation {} of {} ({why}, {len} bytes)",
+            generation.number,
+            self.path.display()
+        );
+        self.upload(up, 0, len, true)
+    }
+
+    fn upload(
+        &mut self,
+        up: &mut Uploader,
+        start: u64,
+        end: u64,
+        first: bool,
+    ) -> std::result::Result<(), TickError> {
+        let Some(t) = self.tracked.as_mut() else {
+            return Ok(());
+        };
+        if start == end && !first {
+            return Ok(());
+        }
+        let time = up.clock.next();
+        let src = Source {
+            file: &t.file,
+            start,
+            end,
+        };
+        up.put(t.generation, layout::FILE_PART, Kind::Delta, src, time)
+            .map_err(TickError::S3)?;
+        t.uploaded = end;
+        t.in_bucket = true;
+        Ok(())
+    }
+
+    /// One look at the file, acting until nothing is left to do.
+    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
+        if self.tracked.is_none() && !self.open(up)? {
+            return Ok(());
+        }
+        loop {
+            let Some(t) = self.tracked.as_ref() else {
+                return Ok(());
+            };
+            if !t.in_bucket {
+                // The first object of this generation is not stored yet (its upload failed).
+                let len = t
+                    .file
+                    .metadata()
+                    .map_err(|e| Error::io("cannot stat", &self.path, &e))?
+                    .len();
+                self.upload(up, 0, len, true)?;
+                continue;
+            }
+            let open_len = t
+                .file
+                .metadata()
+                .map_err(|e| Error::io("cannot stat", &self.path, &e))?
+                .len();
+            let path_id = match std::fs::metadata(&self.path) {
+                Ok(m) => {
+                    self.said_vanished = false;
+                    Some(FileId::of(&m))
+                }
+                Err(_) => {
+                    if !self.said_vanished {
+                        log::info!(
+                            "{} is gone; following the open file until a new one appears",
+                            self.path.display()
+                        );
+                        self.said_vanished = true;
+                    }
+                    None
+                }
+            };
+            match decide(t.uploaded, open_len, t.id, path_id) {
+                Step::Idle => return Ok(()),
+                Step::Append { start, end } => self.upload(up, start, end, false)?,
+                Step::Truncated { len } => {
+                    let Some(old) = self.tracked.take() else {
+                        return Ok(());
+                    };
+                    let generation = self.new_generation();
+                    let why = format!("truncated from {} to {len} bytes", old.uploaded);
+                    self.start_generation(up, old.file, old.id, generation, &why)?;
+                }
+                Step::Replaced => {
+                    self.tracked = None;
+                    let file = match File::open(&self.path) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                        Err(e) => return Err(Error::io("cannot open", &self.path, &e).into()),
+                    };
+                    let meta = file
+                        .metadata()
+                        .map_err(|e| Error::io("cannot stat", &self.path, &e))?;
+                    let generation = self.new_generation();
+                    self.start_generation(
+                        up,
+                        file,
+                        FileId::of(&meta),
+                        generation,
+                        "file replaced",
+                    )?;
+                }
+            }
+        }
+    }
+
+    /// Bytes on disk not yet uploaded.
+    fn pending(&self) -> u64 {
+        match &self.tracked {
+            Some(t) => t
+                .file
+                .metadata()
+                .map(|m| m.len().saturating_sub(t.uploaded))
+                .unwrap_or(0),
+            None => 0,
+        }
+    }
+}
+
+/// Runs `petrify persist` until SIGTERM/SIGINT.
+pub fn persist(args: &Persist, store: &Store) -> Result<()> {
+    let root = layout::root(&args.common.prefix);
+    let found = bucket::survey(store, &root)?;
+    let resume = match resumable(&found.generations) {
+        Ok(r) => Some(r),
+        Err(why) => {
+            log::info!("not resuming: {why}");
+            None
+        }
+    };
+    let mut up = Uploader {
+        store,
+        root,
+        clock: Clock::after(found.last_time_ms),
+        objects: 0,
+        bytes: 0,
+    };
+    let mut follower = FileFollower {
+        path: args.file.clone(),
+        tracked: None,
+        next_number: found.next_number,
+        resume,
+        said_waiting: false,
+        said_vanished: false,
+    };
+    signal::install();
+    run_loop(args.interval, &mut up, &mut follower)
+}
+
+/// The database being watched, as the polling loop sees it: a single file, or a Redis folder.
+pub trait Follower {
+    /// One look at the source, uploading everything new. An `Err(S3)` leaves the state as it
+    /// was before the failed upload, so the next tick retries with whatever is there then.
+    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError>;
+    /// Bytes on disk not uploaded yet.
+    fn pending(&self) -> u64;
+}
+
+impl Follower for FileFollower {
+    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
+        FileFollower::tick(self, up)
+    }
+    fn pending(&self) -> u64 {
+        FileFollower::pending(self)
+    }
+}
+
+/// The polling loop shared by every follower: tick each interval; after an S3 failure, retry
+/// with capped backoff (re-observing, so the retry carries everything appended meanwhile); on
+/// a stop request, finish what is pending within [`STOP_GRACE`].
+pub fn run_loop(interval: Duration, up: &mut Uploader, follower: &mut dyn Follower) -> Result<()> {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        interval.max(Duration::from_secs(1)),
+    );
+    let mut failing_since: Option<Instant> = None;
+    let mut stop_at: Option<Instant> = None;
+    loop {
+        let started = Instant::now();
+        if stop_at.is_none() && signal::stop_requested() {
+            log::info!("stop requested: uploading what is pending");
+            stop_at = Some(started);
+        }
+        let next = match follower.tick(up) {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    log::info!(
+                        "S3 is reachable again after {:.1}s; caught up",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                backoff.reset();
+                if stop_at.is_some() {
+                    log::info!(
+                        "stopped; {} object(s), {} byte(s) uploaded this run",
+                        up.objects,
+                        up.bytes
+                    );
+                    return Ok(());
+                }
+                started + interval
+            }
+            Err(TickError::Fatal(e)) => return Err(e),
+            Err(TickError::S3(e)) => {
+                let delay = backoff.next_delay();
+                let n = backoff.failures();
+                // The first failure, then every tenth, so a long outage does not flood the log.
+                if n == 1 || n.is_multiple_of(10) {
+                    log::error!(
+                        "upload failed ({e}); {} byte(s) waiting on disk, retrying (failure {n})",
+                        follower.pending()
+                    );
+                }
+                failing_since.get_or_insert(started);
+                if let Some(at) = stop_at
+                    && at.elapsed() >= STOP_GRACE
+                {
+                    return Err(Error::new(
+                        Exit::TempFail,
+                        format!(
+                            "stopped with {} byte(s) not uploaded ({e}); they are still on disk \
+                             and will be uploaded when persist starts again",
+                            follower.pending()
+                        ),
+                    ));
+                }
+                Instant::now() + delay
+            }
+        };
+        if stop_at.is_none() {
+            signal::sleep_until(next);
+        } else {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: FileId = FileId { dev: 1, ino: 10 };
+    const B: FileId = FileId { dev: 1, ino: 11 };
+
+    #[test]
+    fn decides_what_to_upload() {
+        assert_eq!(decide(10, 10, A, Some(A)), Step::Idle);
+        assert_eq!(
+            decide(10, 25, A, Some(A)),
+            Step::Append { start: 10, end: 25 }
+        );
+        assert_eq!(decide(10, 4, A, Some(A)), Step::Truncated { len: 4 });
+        // The old file's tail goes first, then the switch.
+        assert_eq!(
+            decide(10, 25, A, Some(B)),
+            Step::Append { start: 10, end: 25 }
+        );
+        assert_eq!(decide(25, 25, A, Some(B)), Step::Replaced);
+        // A vanished path: keep following the open file.
+        assert_eq!(decide(25, 30, A, None), Step::Append { start: 25, end: 30 });
+        assert_eq!(decide(30, 30, A, None), Step::Idle);
+    }
+
+    fn delta(generation: u64, mode: Mode, start: u64, end: u64, t: u64, crc: u32) -> ObjectKey {
+        ObjectKey {
+            generation,
+            mode,
+            part: if mode == Mode::File {
+                "file".into()
+            } else {
+                "x.manifest".into()
+            },
+            start,
+            end,
+            time_ms: t,
+            crc,
+            kind: Kind::Delta,
+        }
+    }
+
+    #[test]
+    fn resumes_the_newest_whole_file_chain() {
+        let data = b"0123456789abcdef";
+        let gens = chain::generations(vec![
+            delta(1, Mode::File, 0, 4, 10, 7),
+            delta(2, Mode::File, 0, 10, 20, crc32fast::hash(&data[..10])),
+            delta(2, Mode::File, 10, 16, 30, crc32fast::hash(&data[10..])),
+        ]);
+        let r = resumable(&gens).unwrap();
+        assert_eq!(r.generation.number, 2);
+        assert_eq!((r.end, r.crc), (16, crc32fast::hash(data)));
+
+        let gap = chain::generations(vec![
+            delta(2, Mode::File, 0, 10, 20, 0),
+            delta(2, Mode::File, 12, 16, 30, 0),
+        ]);
+        assert!(resumable(&gap).unwrap_err().contains("cannot be continued"));
+        let other = chain::generations(vec![delta(3, Mode::AofDir, 0, 10, 20, 0)]);
+        assert!(resumable(&other).is_err());
+        assert!(resumable(&[]).is_err());
+    }
+
+    #[test]
+    fn clock_is_strictly_increasing() {
+        let far = timestamp::now_ms() + 1_000_000;
+        let mut c = Clock::after(far);
+        assert_eq!(c.next(), far + 1);
+        assert_eq!(c.next(), far + 2);
+    }
+
+    #[test]
+    fn range_reader_refuses_short_or_changed_files() {
+        let dir = std::env::temp_dir().join(format!("petrify-rr-{}", std::process::id()));
+        std::fs::write(&dir, b"hello world").unwrap();
+        let f = File::open(&dir).unwrap();
+        let read = |end: u64, expect: u32| {
+            let mut r = RangeReader {
+                file: &f,
+                pos: 0,
+                end,
+                hasher: crc32fast::Hasher::new(),
+                expect,
+            };
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map(|_| v)
+        };
+        assert_eq!(
+            read(11, crc32fast::hash(b"hello world")).unwrap(),
+            b"hello world"
+        );
+        assert!(read(11, 1).is_err());
+        assert!(read(20, 1).is_err());
+        std::fs::remove_file(&dir).unwrap();
+    }
+}

@@ -1,0 +1,109 @@
+//! Recovery-point times: parsing what operators type into `--at-timestamp`, and printing times the
+//! way `list` shows them. Times are Unix milliseconds throughout.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Parses RFC 3339 (`2026-11-25T21:04:05.5Z`, any offset, any fraction) or Unix seconds with an
+/// optional fraction (`1764104645.25`). Fractions finer than a millisecond round down, which is
+/// exact for "the newest point at or before T" since points are whole milliseconds.
+pub fn parse(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = || {
+        format!(
+            "--at-timestamp {s:?} is not a time: give RFC 3339 (2026-11-25T21:04:05Z) or Unix \
+             seconds (1764104645), as `petrify list` prints them"
+        )
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+        if secs.is_empty() || frac.contains('.') || secs.len() > 15 {
+            return Err(bad());
+        }
+        let secs: u64 = secs.parse().map_err(|_| bad())?;
+        let mut ms = 0u64;
+        for (i, d) in frac.bytes().take(3).enumerate() {
+            ms += u64::from(d - b'0') * 10u64.pow(2 - i as u32);
+        }
+        return secs.checked_mul(1000).map(|v| v + ms).ok_or_else(bad);
+    }
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| bad())?;
+    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    u64::try_from(ms).map_err(|_| format!("--at-timestamp {s:?} is before 1970"))
+}
+
+/// `2026-11-25T21:04:05.123Z`
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    match OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            ms % 1000
+        ),
+        Err(_) => format!("@{}", unix(ms)),
+    }
+}
+
+/// `1764104645.123`
+pub fn unix(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_forms() {
+        assert_eq!(parse("1764104645").unwrap(), 1_764_104_645_000);
+        assert_eq!(parse("1764104645.1").unwrap(), 1_764_104_645_100);
+        assert_eq!(parse("1764104645.123999").unwrap(), 1_764_104_645_123);
+        assert_eq!(parse("2025-11-25T21:04:05Z").unwrap(), 1_764_104_645_000);
+        assert_eq!(parse("2025-11-25T21:04:05.5Z").unwrap(), 1_764_104_645_500);
+        assert_eq!(
+            parse("2025-11-25T22:04:05.123456789+01:00").unwrap(),
+            1_764_104_645_123
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            ".",
+            "1.2.3",
+            "yesterday",
+            "2025-13-01T00:00:00Z",
+            "-5",
+            "1969-12-31T23:59:59Z",
+            "99999999999999999999",
+            "2025-11-25 21:04:05",
+        ] {
+            assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn prints_what_it_parses() {
+        let ms = 1_764_104_645_123;
+        assert_eq!(rfc3339_ms(ms), "2025-11-25T21:04:05.123Z");
+        assert_eq!(unix(ms), "1764104645.123");
+        assert_eq!(parse(&rfc3339_ms(ms)).unwrap(), ms);
+        assert_eq!(parse(&unix(ms)).unwrap(), ms);
+        assert_eq!(rfc3339_ms(5), "1970-01-01T00:00:00.005Z");
+    }
+}
