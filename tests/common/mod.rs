@@ -1,0 +1,437 @@
+//! Test harness: a real s3s-fs server process on a free loopback port, the real petrify binary,
+//! and helpers that poll for conditions instead of sleeping. Every process started here is
+//! stopped by PID when its guard drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "PETRIFYTESTKEY";
+pub const SECRET_KEY: &str = "petrify-test-secret-0123456789";
+pub const BUCKET: &str = "bkt";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A scratch folder removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!(
+            "petrify-test-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop if still running. Its stderr, when
+/// piped, is collected by a thread so that tests can wait for a log line.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proc {
+    pub fn new(mut child: Child, name: &str) -> Proc {
+        let log = Arc::new(Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            })
+        });
+        Proc {
+            child,
+            name: name.to_string(),
+            log,
+            reader,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the collected stderr contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_for(
+            &format!("{:?} in the log of {}", needle, self.name),
+            timeout,
+            || self.log().contains(needle),
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGTERM, then wait for the exit (at most `timeout`).
+    pub fn terminate(mut self, timeout: Duration) -> Exited {
+        self.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.signal("KILL");
+                panic!("{} did not stop within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.finish()
+    }
+
+    /// SIGKILL now (a crash), and reap.
+    pub fn kill(mut self) -> Exited {
+        self.signal("KILL");
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Exited {
+        let status = self.child.wait().expect("wait");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Exited {
+            status,
+            stderr: self.log(),
+        }
+    }
+}
+
+/// How a background process ended.
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An s3s-fs server on a free port, serving `dir`; buckets are folders in it.
+pub struct S3 {
+    pub proc: Option<Proc>,
+    pub port: u16,
+    pub dir: Scratch,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let dir = Scratch::new("s3");
+        std::fs::create_dir_all(dir.path(BUCKET)).unwrap();
+        let port = free_port();
+        let mut s3 = S3 {
+            proc: None,
+            port,
+            dir,
+        };
+        s3.restart();
+        s3
+    }
+
+    /// Starts the server (again) on the same port and folder.
+    pub fn restart(&mut self) {
+        let child = Command::new(s3s_fs())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start s3s-fs: run .ci/run or `cargo install s3s-fs@0.14.1 --features binary --locked`");
+        self.proc = Some(Proc::new(child, "s3s-fs"));
+        let port = self.port;
+        wait_for("s3s-fs to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The object keys under `prefix/petrify-v1/`, relative to it, sorted; read from the
+    /// server's folder (the test's view of the bucket, independent of petrify's listing code).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let root = self.dir.path(BUCKET).join(prefix).join("petrify-v1");
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+
+    /// Path of an object's bytes on the server's disk.
+    pub fn object_path(&self, prefix: &str, rel: &str) -> PathBuf {
+        self.dir
+            .path(BUCKET)
+            .join(prefix)
+            .join("petrify-v1")
+            .join(rel)
+    }
+
+    /// Parsed (generation, part, start, end) of every object.
+    pub fn ranges(&self, prefix: &str) -> Vec<Obj> {
+        self.keys(prefix).iter().map(|k| Obj::parse(k)).collect()
+    }
+
+    /// The highest end offset uploaded for the newest generation's `part`.
+    pub fn uploaded_end(&self, prefix: &str) -> Option<u64> {
+        let objs = self.ranges(prefix);
+        let g = objs.iter().map(|o| o.generation).max()?;
+        objs.iter()
+            .filter(|o| o.generation == g)
+            .map(|o| o.end)
+            .max()
+    }
+
+    /// A petrify command with this server's endpoint and credentials.
+    pub fn petrify(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_petrify"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "debug");
+        c
+    }
+
+    /// Runs a petrify command to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.petrify().args(args).output().expect("run petrify")
+    }
+
+    /// Starts `petrify persist` in the background.
+    pub fn persist(&self, prefix: &str, file: &Path, interval: &str) -> Proc {
+        let child = self
+            .petrify()
+            .args([
+                "persist",
+                "--bucket",
+                BUCKET,
+                "--prefix",
+                prefix,
+                "--interval",
+                interval,
+            ])
+            .arg("--file")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn petrify persist");
+        Proc::new(child, "petrify persist")
+    }
+
+    pub fn recover(&self, prefix: &str, file: &Path, extra: &[&str]) -> Output {
+        self.petrify()
+            .args(["recover", "--bucket", BUCKET, "--prefix", prefix])
+            .arg("--file")
+            .arg(file)
+            .args(extra)
+            .output()
+            .expect("run petrify recover")
+    }
+
+    /// `petrify list`, parsed: (unix-ms, generation, bytes) per line.
+    pub fn list(&self, prefix: &str) -> Vec<Point> {
+        let out = self.run(&["list", "--bucket", BUCKET, "--prefix", prefix]);
+        assert!(out.status.success(), "list failed: {}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.len(), 4, "list line {l:?}");
+                Point {
+                    rfc3339: f[0].to_string(),
+                    unix: f[1].to_string(),
+                    generation: f[2].parse().unwrap(),
+                    bytes: f[3].parse().unwrap(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    pub rfc3339: String,
+    pub unix: String,
+    pub generation: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obj {
+    pub key: String,
+    pub generation: u64,
+    pub part: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Obj {
+    pub fn parse(k: &str) -> Obj {
+        let segs: Vec<&str> = k.split('/').collect();
+        let generation = segs[0][..10].parse().unwrap();
+        let range = segs[2].split('.').next().unwrap();
+        let (s, e) = range.split_once('-').unwrap();
+        Obj {
+            key: k.to_string(),
+            generation,
+            part: segs[1].to_string(),
+            start: s.parse().unwrap(),
+            end: e.parse().unwrap(),
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            let rel = rel.to_string_lossy().into_owned();
+            // s3s-fs keeps upload scratch files beside objects
+            if !rel.contains(".tmp") {
+                out.push(rel);
+            }
+        }
+    }
+}
+
+pub fn s3s_fs() -> PathBuf {
+    if let Ok(p) = std::env::var("S3S_FS") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = Path::new(&home).join(".cargo/bin/s3s-fs");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        PathBuf::from("s3s-fs")
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn append(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// Asserts a failed run: the exit status, one line on stderr containing `needle`, no panic.
+pub fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("petrify: error: "), "stderr: {err}");
+    assert!(last.contains(needle), "expected {needle:?} in {last:?}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+/// stderr as text, for both finished commands and stopped background processes.
+pub trait Stderr {
+    fn err(&self) -> String;
+}
+
+impl Stderr for Output {
+    fn err(&self) -> String {
+        text(&self.stderr)
+    }
+}
+
+impl Stderr for Exited {
+    fn err(&self) -> String {
+        self.stderr.clone()
+    }
+}
