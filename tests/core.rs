@@ -113,14 +113,7 @@ fn rewrite_and_truncation_start_new_generations_and_every_side_recovers() {
     let gens: Vec<u64> = points.iter().map(|p| p.generation).collect();
     assert!(gens.windows(2).all(|w| w[0] <= w[1]), "{gens:?}");
     assert_eq!(gens.last(), Some(&3));
-    let last_of = |g: u64| {
-        points
-            .iter()
-            .filter(|p| p.generation == g)
-            .last()
-            .unwrap()
-            .clone()
-    };
+    let last_of = |g: u64| points.iter().rfind(|p| p.generation == g).unwrap().clone();
     let out_file = work.path("restored");
     for (g, want) in [(1, &g1_final), (2, &g2), (3, &g3)] {
         let p = last_of(g);
