@@ -63,8 +63,10 @@ impl Clock {
         Clock { last_ms }
     }
 
-    pub fn next(&mut self) -> u64 {
-        self.last_ms = timestamp::now_ms().max(self.last_ms + 1);
+    /// A time no earlier than `ms` (a file's modification time, say), still strictly after every
+    /// time handed out before.
+    pub fn at_least(&mut self, ms: u64) -> u64 {
+        self.last_ms = ms.max(self.last_ms + 1);
         self.last_ms
     }
 }
@@ -136,6 +138,34 @@ impl Uploader<'_> {
     }
 }
 
+impl Uploader<'_> {
+    /// Uploads a whole small file already in memory (a Redis manifest) as a `snap` object.
+    pub fn put_bytes(
+        &mut self,
+        generation: GenId,
+        part: &str,
+        bytes: &[u8],
+        time_ms: u64,
+    ) -> std::result::Result<ObjectKey, S3Error> {
+        let key = ObjectKey {
+            generation: generation.number,
+            mode: generation.mode,
+            part: part.to_string(),
+            start: 0,
+            end: bytes.len() as u64,
+            time_ms,
+            crc: crc32fast::hash(bytes),
+            kind: Kind::Snap,
+        };
+        self.store
+            .put(&key.key(&self.root), &mut &bytes[..], bytes.len() as u64)?;
+        self.objects += 1;
+        self.bytes += bytes.len() as u64;
+        log::debug!("uploaded {key} ({} bytes)", bytes.len());
+        Ok(key)
+    }
+}
+
 /// A local read failure during an upload is retried like a network one: the next tick
 /// re-observes the file and decides again (a shrink becomes a new generation).
 fn local(e: io::Error) -> S3Error {
@@ -153,6 +183,21 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
             e
         }
     })
+}
+
+/// A file's modification time in Unix milliseconds (0 if the system cannot say).
+pub fn mtime_ms(file: &File) -> u64 {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// CRC-32 of the first `end` bytes of a file (to check that a chain can be continued).
+pub fn crc_prefix(file: &File, end: u64) -> io::Result<u32> {
+    crc_range(file, 0, end)
 }
 
 fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
@@ -268,6 +313,19 @@ pub fn resumable(gens: &[Generation]) -> std::result::Result<ChainEnd, String> {
     })
 }
 
+/// The observation time an upload is labelled with.
+#[derive(Debug, Clone, Copy)]
+enum Label {
+    /// Unix ms taken just *before* the length was read: every byte the datastore had written
+    /// by then is in the range, so a write acknowledged before a recovery point's time is in it.
+    ObservedAt(u64),
+    /// A file no longer at its path (replaced by a rewrite, or deleted) stopped being the
+    /// datastore's log when it was last written: its last bytes are labelled with its
+    /// modification time, or the old generation's last point would claim writes that went to
+    /// the new file.
+    Detached,
+}
+
 /// A file being followed.
 struct Tracked {
     file: File,
@@ -372,6 +430,7 @@ impl FileFollower {
         generation: GenId,
         why: &str,
     ) -> std::result::Result<(), TickError> {
+        let seen = timestamp::now_ms();
         let len = file
             .metadata()
             .map_err(|e| Error::io("cannot stat", &self.path, &e))?
@@ -390,7 +449,7 @@ impl FileFollower {
             generation.number,
             self.path.display()
         );
-        self.upload(up, 0, len, true)
+        self.upload(up, 0, len, true, Label::ObservedAt(seen))
     }
 
     fn upload(
@@ -399,6 +458,7 @@ impl FileFollower {
         start: u64,
         end: u64,
         first: bool,
+        label: Label,
     ) -> std::result::Result<(), TickError> {
         let Some(t) = self.tracked.as_mut() else {
             return Ok(());
@@ -406,7 +466,10 @@ impl FileFollower {
         if start == end && !first {
             return Ok(());
         }
-        let time = up.clock.next();
+        let time = match label {
+            Label::ObservedAt(ms) => up.clock.at_least(ms),
+            Label::Detached => up.clock.at_least(mtime_ms(&t.file)),
+        };
         let src = Source {
             file: &t.file,
             start,
@@ -430,14 +493,16 @@ impl FileFollower {
             };
             if !t.in_bucket {
                 // The first object of this generation is not stored yet (its upload failed).
+                let seen = timestamp::now_ms();
                 let len = t
                     .file
                     .metadata()
                     .map_err(|e| Error::io("cannot stat", &self.path, &e))?
                     .len();
-                self.upload(up, 0, len, true)?;
+                self.upload(up, 0, len, true, Label::ObservedAt(seen))?;
                 continue;
             }
+            let seen = timestamp::now_ms();
             let open_len = t
                 .file
                 .metadata()
@@ -461,7 +526,13 @@ impl FileFollower {
             };
             match decide(t.uploaded, open_len, t.id, path_id) {
                 Step::Idle => return Ok(()),
-                Step::Append { start, end } => self.upload(up, start, end, false)?,
+                Step::Append { start, end } => {
+                    let label = match path_id == Some(t.id) {
+                        true => Label::ObservedAt(seen),
+                        false => Label::Detached,
+                    };
+                    self.upload(up, start, end, false, label)?
+                }
                 Step::Truncated { len } => {
                     let Some(old) = self.tracked.take() else {
                         return Ok(());
@@ -510,11 +581,24 @@ impl FileFollower {
 pub fn persist(args: &Persist, store: &Store) -> Result<()> {
     let root = layout::root(&args.common.prefix);
     let found = bucket::survey(store, &root)?;
-    let resume = match resumable(&found.generations) {
-        Ok(r) => Some(r),
-        Err(why) => {
-            log::info!("not resuming: {why}");
-            None
+    signal::install();
+    // Whether PATH is a file or a Redis folder is only known once it exists.
+    let mut said_waiting = false;
+    let is_dir = loop {
+        match std::fs::metadata(&args.file) {
+            Ok(m) => break m.is_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !said_waiting {
+                    log::info!("waiting for {} to appear", args.file.display());
+                    said_waiting = true;
+                }
+                if signal::stop_requested() {
+                    log::info!("stopped before {} appeared", args.file.display());
+                    return Ok(());
+                }
+                signal::sleep_until(Instant::now() + args.interval);
+            }
+            Err(e) => return Err(Error::io("cannot read", &args.file, &e)),
         }
     };
     let mut up = Uploader {
@@ -524,15 +608,26 @@ pub fn persist(args: &Persist, store: &Store) -> Result<()> {
         objects: 0,
         bytes: 0,
     };
+    if is_dir {
+        let mut follower =
+            crate::aofdir::AofDirFollower::new(&args.file, &found.generations, found.next_number)?;
+        return run_loop(args.interval, &mut up, &mut follower);
+    }
+    let resume = match resumable(&found.generations) {
+        Ok(r) => Some(r),
+        Err(why) => {
+            log::info!("not resuming: {why}");
+            None
+        }
+    };
     let mut follower = FileFollower {
         path: args.file.clone(),
         tracked: None,
         next_number: found.next_number,
         resume,
-        said_waiting: false,
+        said_waiting,
         said_vanished: false,
     };
-    signal::install();
     run_loop(args.interval, &mut up, &mut follower)
 }
 
@@ -693,8 +788,9 @@ mod tests {
     fn clock_is_strictly_increasing() {
         let far = timestamp::now_ms() + 1_000_000;
         let mut c = Clock::after(far);
-        assert_eq!(c.next(), far + 1);
-        assert_eq!(c.next(), far + 2);
+        assert_eq!(c.at_least(5), far + 1);
+        assert_eq!(c.at_least(far), far + 2);
+        assert_eq!(c.at_least(far + 10), far + 10);
     }
 
     #[test]

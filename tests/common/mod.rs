@@ -120,7 +120,7 @@ impl Proc {
 
     /// SIGKILL now (a crash), and reap.
     pub fn kill(mut self) -> Exited {
-        self.signal("KILL");
+        let _ = self.child.kill();
         self.finish()
     }
 
@@ -335,13 +335,16 @@ pub struct Obj {
     pub part: String,
     pub start: u64,
     pub end: u64,
+    pub time_ms: u64,
 }
 
 impl Obj {
     pub fn parse(k: &str) -> Obj {
         let segs: Vec<&str> = k.split('/').collect();
         let generation = segs[0][..10].parse().unwrap();
-        let range = segs[2].split('.').next().unwrap();
+        let mut fields = segs[2].split('.');
+        let range = fields.next().unwrap();
+        let time_ms = fields.next().unwrap().parse().unwrap();
         let (s, e) = range.split_once('-').unwrap();
         Obj {
             key: k.to_string(),
@@ -349,6 +352,7 @@ impl Obj {
             part: segs[1].to_string(),
             start: s.parse().unwrap(),
             end: e.parse().unwrap(),
+            time_ms,
         }
     }
 }
@@ -434,4 +438,256 @@ impl Stderr for Exited {
     fn err(&self) -> String {
         self.stderr.clone()
     }
+}
+
+/// A real redis-server in AOF mode on a free port, its data in `dir`; killed on drop.
+pub struct Redis {
+    pub proc: Option<Proc>,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> Redis {
+        Redis::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server: run .ci/run (apt-get install redis-server)");
+        let r = Redis {
+            proc: Some(Proc::new(child, "redis-server")),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        wait_for("redis-server to answer", Duration::from_secs(10), || {
+            r.try_cli(&["PING"]).is_some_and(|o| o.trim() == "PONG")
+        });
+        r
+    }
+
+    pub fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status.success().then(|| text(&out.stdout))
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args).expect("redis-cli failed")
+    }
+
+    /// The dataset, sorted: (key, value) for every string key.
+    pub fn dataset(&self) -> Vec<(String, String)> {
+        let mut keys: Vec<String> = self
+            .cli(&["--raw", "KEYS", "*"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| {
+                let v = self.cli(&["--raw", "GET", &k]).trim_end().to_string();
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// SHUTDOWN (the AOF is fsynced), then reap.
+    pub fn stop(&mut self) {
+        let _ = self.try_cli(&["SHUTDOWN"]);
+        if let Some(mut p) = self.proc.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !matches!(p.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            p.kill();
+        }
+    }
+
+    pub fn wait_rewrite_done(&self) {
+        wait_for("BGREWRITEAOF to finish", Duration::from_secs(30), || {
+            let info = self.cli(&["INFO", "persistence"]);
+            info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+        });
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+/// The live files of a Redis 7 AOF folder and their lengths, per its manifest.
+pub fn aof_files(dir: &Path) -> Vec<(String, u64)> {
+    let Ok(m) = std::fs::read_to_string(dir.join("appendonly.aof.manifest")) else {
+        return Vec::new();
+    };
+    m.lines()
+        .filter(|l| !l.ends_with("type h"))
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .map(|name| {
+            let len = std::fs::metadata(dir.join(&name))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            (name, len)
+        })
+        .collect()
+}
+
+impl S3 {
+    /// Whether the bucket's newest generation holds every live file of `dir` at its current
+    /// length, and a manifest.
+    pub fn folder_synced(&self, prefix: &str, dir: &Path) -> bool {
+        let files = aof_files(dir);
+        if files.is_empty() {
+            return false;
+        }
+        let objs = self.ranges(prefix);
+        let Some(g) = objs.iter().map(|o| o.generation).max() else {
+            return false;
+        };
+        let in_gen: Vec<&Obj> = objs.iter().filter(|o| o.generation == g).collect();
+        in_gen.iter().any(|o| o.part.ends_with(".manifest"))
+            && files.iter().all(|(name, len)| {
+                in_gen
+                    .iter()
+                    .filter(|o| &o.part == name)
+                    .map(|o| o.end)
+                    .max()
+                    == Some(*len)
+            })
+    }
+}
+
+/// A minimal RESP client, for loads and checks that would take thousands of redis-cli runs.
+pub struct Resp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Reply>),
+}
+
+impl Resp {
+    pub fn connect(port: u16) -> Resp {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Resp {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    pub fn send(&mut self, args: &[&str]) {
+        use std::io::Write;
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.writer.write_all(cmd.as_bytes()).unwrap();
+    }
+
+    pub fn call(&mut self, args: &[&str]) -> Reply {
+        self.send(args);
+        self.read()
+    }
+
+    pub fn read(&mut self) -> Reply {
+        use std::io::Read;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        let (tag, rest) = line.split_at(1);
+        match tag {
+            "+" => Reply::Simple(rest.into()),
+            "-" => Reply::Error(rest.into()),
+            ":" => Reply::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Reply::Bulk(None);
+                }
+                let mut buf = vec![0; n as usize + 2];
+                self.reader.read_exact(&mut buf).unwrap();
+                buf.truncate(n as usize);
+                Reply::Bulk(Some(String::from_utf8(buf).unwrap()))
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                Reply::Array((0..n.max(0)).map(|_| self.read()).collect())
+            }
+            other => panic!("unexpected RESP {other:?}"),
+        }
+    }
+
+    /// Every key and its string value, sorted by key.
+    pub fn dataset(&mut self) -> Vec<(String, String)> {
+        let Reply::Array(keys) = self.call(&["KEYS", "*"]) else {
+            panic!("KEYS failed")
+        };
+        let mut keys: Vec<String> = keys
+            .into_iter()
+            .filter_map(|k| match k {
+                Reply::Bulk(Some(k)) => Some(k),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let mut args = vec!["MGET"];
+        args.extend(keys.iter().map(String::as_str));
+        let Reply::Array(vals) = self.call(&args) else {
+            panic!("MGET failed")
+        };
+        keys.into_iter()
+            .zip(vals)
+            .map(|(k, v)| match v {
+                Reply::Bulk(Some(v)) => (k, v),
+                other => panic!("{k}: {other:?}"),
+            })
+            .collect()
+    }
+}
+
+/// Unix time in milliseconds, as a float (sub-millisecond precision).
+pub fn now_ms_f() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
 }
