@@ -23,9 +23,7 @@ use cli::Command;
 use error::Result;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    init_logging();
     let mut args = std::env::args_os();
     let argv0 = args
         .next()
@@ -38,6 +36,26 @@ fn main() -> ExitCode {
             e.code()
         }
     }
+}
+
+/// `RUST_LOG` filters petrify's own log lines. Other crates' lines are never printed, at any
+/// level: ureq's debug and trace lines carry whole presigned URLs (signature, session token).
+fn init_logging() {
+    use std::io::Write;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            if !record.target().starts_with("petrify") {
+                return Ok(());
+            }
+            writeln!(
+                buf,
+                "[{} {}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
+        })
+        .init();
 }
 
 fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {

@@ -1,11 +1,13 @@
-//! SIGTERM and SIGINT: the first asks `persist` to upload what is pending and exit; a second one
-//! exits at once. std has no signal API and the handler only stores to an atomic, so a few lines
+//! SIGTERM and SIGINT ask `persist` to upload what is pending and exit. A second SIGINT (Ctrl-C
+//! twice) exits at once. A repeated SIGTERM does not: `timeout(1)` and process-group kills deliver
+//! it twice in a row, and systemd escalates to SIGKILL by itself after TimeoutStopSec. std has no signal API and the handler only stores to an atomic, so a few lines
 //! of FFI to libc's `signal(2)` (linked by std already) replace a crate.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
@@ -15,9 +17,10 @@ unsafe extern "C" {
     fn _exit(status: i32) -> !;
 }
 
-extern "C" fn on_signal(_: i32) {
-    // Only async-signal-safe work here: an atomic add, and _exit on the second signal.
-    if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+extern "C" fn on_signal(signum: i32) {
+    // Only async-signal-safe work here: atomic adds, and _exit on the second SIGINT.
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+    if signum == SIGINT && INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { _exit(130) }
     }
