@@ -169,7 +169,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Command> {
             Long("force") if command == "recover" => force = true,
             other => {
                 return Err(usage_msg(format!(
-                    "{} is not an option of petrify {command} (see petrify {command} --help)",
+                    "{}: not an option of petrify {command} (see petrify {command} --help)",
                     other.unexpected()
                 )));
             }
@@ -186,6 +186,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Command> {
             "petrify {command} needs --prefix (use --prefix '' for the top of the bucket)"
         ))
     })?;
+    check_prefix(&common.prefix)?;
     let need_file = || usage_msg(format!("petrify {command} needs --file"));
     Ok(match command.as_str() {
         "persist" => Command::Persist(Persist {
@@ -201,6 +202,26 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Command> {
         }),
         _ => Command::List(common),
     })
+}
+
+/// Prefixes are limited to S3's "safe characters": some stores decode `+` and `%` in listings
+/// differently from how they were written, which would hide objects from recovery.
+fn check_prefix(p: &str) -> Result<()> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()/".contains(c);
+    if let Some(c) = p.chars().find(|c| !safe(*c)) {
+        return Err(usage_msg(format!(
+            "--prefix {p:?} contains {c:?}: use letters, digits, / and ! - _ . * ' ( ) only"
+        )));
+    }
+    if p.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(usage_msg(format!(
+            "--prefix {p:?} has a . or .. segment: name the folder plainly"
+        )));
+    }
+    if p.len() > 512 {
+        return Err(usage_msg("--prefix is longer than 512 characters"));
+    }
+    Ok(())
 }
 
 fn text(parser: &mut lexopt::Parser, name: &str) -> Result<String> {
@@ -390,6 +411,10 @@ mod tests {
             ],
             &["recover", "--bucket", "b", "--prefix", "p", "--file"],
             &["recover", "--bucket", "", "--prefix", "p", "--file", "f"],
+            &["list", "--bucket", "b", "--prefix", "a+b"],
+            &["list", "--bucket", "b", "--prefix", "50%"],
+            &["list", "--bucket", "b", "--prefix", "a/../b"],
+            &["list", "--bucket", "b", "--prefix", "tab\there"],
         ] {
             let e = p("petrify", args).unwrap_err();
             assert_eq!(e.exit, Exit::Usage, "{args:?}");

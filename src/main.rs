@@ -24,6 +24,7 @@ use error::Result;
 
 fn main() -> ExitCode {
     init_logging();
+    signal::ignore_file_size_limit();
     let mut args = std::env::args_os();
     let argv0 = args
         .next()

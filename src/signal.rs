@@ -11,9 +11,12 @@ static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
+const SIGXFSZ: i32 = 25;
+const SIG_IGN: usize = 1;
 
 unsafe extern "C" {
-    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    /// `handler` is a function pointer or SIG_IGN, passed as an address.
+    fn signal(signum: i32, handler: usize) -> usize;
     fn _exit(status: i32) -> !;
 }
 
@@ -26,11 +29,23 @@ extern "C" fn on_signal(signum: i32) {
     }
 }
 
+/// For `persist`: SIGTERM and SIGINT request a clean stop.
 pub fn install() {
+    let handler: extern "C" fn(i32) = on_signal;
     // SAFETY: the handler is async-signal-safe (see above); signal() has no other precondition.
     unsafe {
-        signal(SIGTERM, on_signal);
-        signal(SIGINT, on_signal);
+        signal(SIGTERM, handler as usize);
+        signal(SIGINT, handler as usize);
+    }
+}
+
+/// For every command: a write past RLIMIT_FSIZE fails with EFBIG (an I/O error petrify reports
+/// and cleans up after) instead of killing the process with SIGXFSZ, which would leave a
+/// partial temporary file behind.
+pub fn ignore_file_size_limit() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no precondition.
+    unsafe {
+        signal(SIGXFSZ, SIG_IGN);
     }
 }
 

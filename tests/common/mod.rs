@@ -3,6 +3,8 @@
 //! stopped by PID when its guard drops.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -264,8 +266,14 @@ impl S3 {
 
     /// Starts `petrify persist` in the background.
     pub fn persist(&self, prefix: &str, file: &Path, interval: &str) -> Proc {
+        self.persist_via(&self.endpoint(), prefix, file, interval)
+    }
+
+    /// Starts `petrify persist` in the background, talking to `endpoint` (a proxy).
+    pub fn persist_via(&self, endpoint: &str, prefix: &str, file: &Path, interval: &str) -> Proc {
         let child = self
             .petrify()
+            .env("AWS_ENDPOINT_URL", endpoint)
             .args([
                 "persist",
                 "--bucket",

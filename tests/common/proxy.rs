@@ -1,0 +1,281 @@
+//! A fault-injecting HTTP/1.1 proxy (std only) between petrify and the S3 server. Per request, a
+//! seeded generator decides: pass, add latency, answer 500 / 503 SlowDown itself, reset the
+//! connection mid-request or mid-response, stall, or truncate the response body. It can also be
+//! switched to answer every request with a canned response (an HTML page, an ExpiredToken
+//! error), or to drop every connection (S3 down).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Latency,
+    Error500,
+    SlowDown503,
+    ResetMidRequest,
+    ResetMidResponse,
+    Stall,
+    Truncate,
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault::Latency,
+    Fault::Error500,
+    Fault::SlowDown503,
+    Fault::ResetMidRequest,
+    Fault::ResetMidResponse,
+    Fault::Stall,
+    Fault::Truncate,
+];
+
+#[derive(Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub faults: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub struct Config {
+    /// Probability, per request, of a fault (each kind equally likely).
+    pub fault_rate: Mutex<f64>,
+    /// Answer every request with this raw HTTP response instead of forwarding.
+    pub canned: Mutex<Option<String>>,
+    /// Drop every connection at once (the server is "down").
+    pub down: AtomicBool,
+    rng: Mutex<u64>,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub stats: Arc<Stats>,
+    pub config: Arc<Config>,
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(upstream_port: u16, seed: u64, fault_rate: f64) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stats = Arc::new(Stats::default());
+        let config = Arc::new(Config {
+            fault_rate: Mutex::new(fault_rate),
+            canned: Mutex::new(None),
+            down: AtomicBool::new(false),
+            rng: Mutex::new(seed | 1),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (stats, config, stop) = (stats.clone(), config.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let (stats, config) = (stats.clone(), config.clone());
+                            std::thread::spawn(move || {
+                                let _ = serve(client, upstream_port, &stats, &config);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Proxy {
+            port,
+            stats,
+            config,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_fault_rate(&self, r: f64) {
+        *self.config.fault_rate.lock().unwrap() = r;
+    }
+
+    pub fn set_canned(&self, response: Option<String>) {
+        *self.config.canned.lock().unwrap() = response;
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.config.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn faults(&self) -> u64 {
+        self.stats.faults.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A canned S3 error response.
+pub fn s3_error(status: u16, code: &str) -> String {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+         <Message>injected by the test proxy</Message></Error>"
+    );
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+pub fn html_page() -> String {
+    let body = "<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>";
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn next_fault(config: &Config) -> Option<Fault> {
+    let rate = *config.fault_rate.lock().unwrap();
+    let mut s = config.rng.lock().unwrap();
+    let mut draw = || {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    };
+    let roll = (draw() % 1_000_000) as f64 / 1_000_000.0;
+    if roll >= rate {
+        return None;
+    }
+    Some(FAULTS[(draw() % FAULTS.len() as u64) as usize])
+}
+
+fn serve(
+    client: TcpStream,
+    upstream_port: u16,
+    stats: &Stats,
+    config: &Config,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    loop {
+        if config.down.load(Ordering::SeqCst) {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            return client.shutdown(Shutdown::Both);
+        }
+        // Request head.
+        let mut head = Vec::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(()); // client closed
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+            let is_end = line == b"\r\n";
+            // Ask the upstream to close after its answer: one request per upstream connection.
+            if !text.starts_with("connection:") {
+                head.extend_from_slice(&line);
+            }
+            if is_end {
+                break;
+            }
+        }
+        stats.requests.fetch_add(1, Ordering::SeqCst);
+        if config.down.load(Ordering::SeqCst) {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            return client.shutdown(Shutdown::Both);
+        }
+        let fault = next_fault(config);
+        if fault.is_some() {
+            stats.faults.fetch_add(1, Ordering::SeqCst);
+        }
+        if fault == Some(Fault::ResetMidRequest) {
+            let mut part = vec![0u8; content_length / 2];
+            let _ = reader.read_exact(&mut part);
+            return client.shutdown(Shutdown::Both);
+        }
+        let mut body = vec![0u8; content_length];
+        reader.read_exact(&mut body)?;
+        let canned = config.canned.lock().unwrap().clone();
+        if let Some(resp) = canned {
+            client.write_all(resp.as_bytes())?;
+            continue;
+        }
+        match fault {
+            Some(Fault::Error500) => {
+                client.write_all(s3_error(500, "InternalError").as_bytes())?;
+                continue;
+            }
+            Some(Fault::SlowDown503) => {
+                client.write_all(s3_error(503, "SlowDown").as_bytes())?;
+                continue;
+            }
+            Some(Fault::Stall) => {
+                std::thread::sleep(Duration::from_millis(1500));
+                return client.shutdown(Shutdown::Both);
+            }
+            Some(Fault::Latency) => std::thread::sleep(Duration::from_millis(200)),
+            _ => {}
+        }
+        // Forward.
+        let mut up = TcpStream::connect(("127.0.0.1", upstream_port))?;
+        let end = head.len() - 2; // before the blank line
+        up.write_all(&head[..end])?;
+        up.write_all(b"connection: close\r\n\r\n")?;
+        up.write_all(&body)?;
+        let mut resp = Vec::new();
+        up.read_to_end(&mut resp)?;
+        match fault {
+            Some(Fault::ResetMidResponse) => {
+                client.write_all(&resp[..resp.len() / 2])?;
+                return client.shutdown(Shutdown::Both);
+            }
+            Some(Fault::Truncate) => {
+                let head_end = resp
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|p| p + 4)
+                    .unwrap_or(resp.len());
+                let body_len = resp.len() - head_end;
+                client.write_all(&resp[..head_end + body_len / 2])?;
+                return client.shutdown(Shutdown::Both);
+            }
+            _ => {}
+        }
+        client.write_all(&resp)?;
+        // The upstream's response may say keep-alive or nothing; either way the client may send
+        // the next request on this connection.
+        if resp_closes(&resp) {
+            return client.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn resp_closes(resp: &[u8]) -> bool {
+    let head_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(resp.len());
+    let head = String::from_utf8_lossy(&resp[..head_end]).to_ascii_lowercase();
+    head.contains("connection: close")
+}
