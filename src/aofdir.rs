@@ -164,33 +164,8 @@ impl AofDirFollower {
             manifest_uploaded: None,
             said_waiting: false,
         };
-        f.refuse_foreign_folder()?;
         f.try_resume(gens)?;
         Ok(f)
-    }
-
-    /// A folder that holds files but nothing Redis writes (`*.manifest`, `*.aof`, `*.rdb`) is
-    /// not an AOF folder: a mistaken `--file`. An empty one, or one Redis is still filling, is
-    /// waited for.
-    fn refuse_foreign_folder(&self) -> Result<()> {
-        let names: Vec<String> = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io("cannot read the folder", &self.dir, &e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        let redis_like =
-            |n: &String| n.ends_with(".manifest") || n.ends_with(".aof") || n.ends_with(".rdb");
-        if !names.is_empty() && !names.iter().any(redis_like) {
-            return Err(Error::new(
-                Exit::Usage,
-                format!(
-                    "{} is a folder but not a Redis AOF folder (no *.manifest, *.aof or *.rdb): \
-                     give an append-only file, or Redis 7's appendonlydir/",
-                    self.dir.display()
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -412,6 +387,30 @@ impl AofDirFollower {
             obs.lengths.values().sum::<u64>()
         );
     }
+}
+
+/// A folder that holds files but nothing Redis writes (`*.manifest`, `*.aof`, `*.rdb`) is
+/// not an AOF folder: a mistaken `--file`. An empty one, or one Redis is still filling, is
+/// waited for.
+pub fn refuse_foreign_folder(dir: &Path) -> Result<()> {
+    let names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| Error::io("cannot read the folder", dir, &e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let redis_like =
+        |n: &String| n.ends_with(".manifest") || n.ends_with(".aof") || n.ends_with(".rdb");
+    if !names.is_empty() && !names.iter().any(redis_like) {
+        return Err(Error::new(
+            Exit::Usage,
+            format!(
+                "{} is a folder but not a Redis AOF folder (no *.manifest, *.aof or *.rdb): \
+                 give an append-only file, or Redis 7's appendonlydir/",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn base_of(entries: &[ManifestEntry]) -> Option<String> {

@@ -37,6 +37,9 @@ pub fn parse_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Vec<ObjectKe
     let mut out = Vec::new();
     for l in listed {
         let rel = l.key.strip_prefix(root).unwrap_or(&l.key);
+        if rel == crate::lease::LEASE_NAME {
+            continue;
+        }
         match layout::parse(rel) {
             Ok(k) if k.len() == l.size => out.push(k),
             Ok(_) => foreign.push((l.key, "its size does not match its key")),

@@ -11,6 +11,9 @@ mod cli;
 mod error;
 mod fetch;
 mod layout;
+mod lease;
+#[cfg(test)]
+mod props;
 mod recover;
 mod s3;
 mod signal;

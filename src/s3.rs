@@ -216,29 +216,11 @@ impl Store {
             .limit(64 << 20)
             .read_to_string()
             .map_err(net_error)?;
-        let parsed = ListObjectsV2::parse_response(&body).map_err(|_| {
-            NotS3(
-                if body.trim_start().starts_with('<') && body.contains("<html") {
-                    "got an HTML page where a bucket listing was expected".into()
-                } else {
-                    "the bucket listing could not be read".into()
-                },
-            )
-        })?;
-        let items = parsed
-            .contents
-            .into_iter()
-            .map(|c| Listed {
-                key: c.key,
-                size: c.size.unwrap_or(0),
-            })
-            .collect();
-        Ok((items, parsed.next_continuation_token))
+        parse_listing_page(&body)
     }
 
     /// Uploads exactly `len` bytes from `body` to `key` with a `Content-Length`. One attempt: the
     /// caller re-reads its source and retries, so that a retry can carry newly appended bytes.
-    /// With `if_none_match`, the store refuses to replace an existing key (412).
     pub fn put(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), S3Error> {
         let action = self.bucket.put_object(Some(&self.credentials), key);
         let url = action.sign(PRESIGN_FOR);
@@ -248,6 +230,48 @@ impl Store {
             .header("content-length", len.to_string())
             .send(ureq::SendBody::from_reader(body))
             .map_err(net_error)?;
+        check(resp).map(drop)
+    }
+
+    /// Uploads a small object unless `key` exists (`If-None-Match: *`). `Ok(false)`: it exists
+    /// (412). Stores that ignore the header overwrite; callers check by reading back.
+    pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error> {
+        let action = self.bucket.put_object(Some(&self.credentials), key);
+        let url = action.sign(PRESIGN_FOR);
+        let resp = self
+            .agent
+            .put(url.as_str())
+            .header("content-length", bytes.len().to_string())
+            .header("if-none-match", "*")
+            .send(bytes)
+            .map_err(net_error)?;
+        match check(resp) {
+            Ok(_) => Ok(true),
+            Err(S3Error::Status { status: 412, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A small object's bytes, or `None` if there is no such key.
+    pub fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
+        let mut body = match self.get(key) {
+            Ok(b) => b,
+            Err(S3Error::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = Vec::new();
+        body.reader
+            .by_ref()
+            .take(1 << 20)
+            .read_to_end(&mut buf)
+            .map_err(|e| S3Error::Network(format!("reading {key}: {e}")))?;
+        Ok(Some(buf))
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), S3Error> {
+        let action = self.bucket.delete_object(Some(&self.credentials), key);
+        let url = action.sign(PRESIGN_FOR);
+        let resp = self.agent.delete(url.as_str()).call().map_err(net_error)?;
         check(resp).map(drop)
     }
 
@@ -269,9 +293,25 @@ impl Store {
     }
 }
 
-#[allow(non_snake_case)]
-fn NotS3(m: String) -> S3Error {
-    S3Error::NotS3(m)
+/// One page of a ListObjectsV2 answer: its keys and the token for the next page. Pure; it reads
+/// outside data, so it is fuzzed (src/props.rs).
+pub fn parse_listing_page(body: &str) -> Result<(Vec<Listed>, Option<String>), S3Error> {
+    let parsed = ListObjectsV2::parse_response(body).map_err(|_| {
+        S3Error::NotS3(if body.to_ascii_lowercase().contains("<html") {
+            "got an HTML page where a bucket listing was expected".into()
+        } else {
+            "the bucket listing could not be read".into()
+        })
+    })?;
+    let items = parsed
+        .contents
+        .into_iter()
+        .map(|c| Listed {
+            key: c.key,
+            size: c.size.unwrap_or(0),
+        })
+        .collect();
+    Ok((items, parsed.next_continuation_token))
 }
 
 /// Turns a non-2xx answer into an [`S3Error`], reading S3's `<Code>` and `<Message>`. Nothing else

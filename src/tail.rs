@@ -14,7 +14,7 @@ use crate::cli::Persist;
 use crate::error::{Error, Exit, Result};
 use crate::layout::{self, Kind, Mode, ObjectKey};
 use crate::s3::{Backoff, S3Error, Store};
-use crate::{bucket, signal, timestamp};
+use crate::{bucket, lease, signal, timestamp};
 
 /// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
 /// read twice (CRC, then upload), so memory stays flat whatever the range.
@@ -579,9 +579,35 @@ impl FileFollower {
 
 /// Runs `petrify persist` until SIGTERM/SIGINT.
 pub fn persist(args: &Persist, store: &Store) -> Result<()> {
+    // First of all, so that a stop requested while starting up is a clean stop too.
+    signal::install();
     let root = layout::root(&args.common.prefix);
     let found = bucket::survey(store, &root)?;
-    signal::install();
+    preflight(&args.file)?;
+    let lease = lease::Lease::mine(&args.file);
+    let where_ = format!("s3://{}/{root}", args.common.bucket);
+    lease::acquire(store, &root, &lease, &where_)?;
+    let result = follow(args, store, root.clone(), found);
+    lease::release(store, &root, &lease);
+    result
+}
+
+/// Refuses, before anything is written to the bucket, a path persist could never follow: an
+/// unreadable file, or a folder that is not a Redis AOF folder. A missing path is fine (waited
+/// for).
+fn preflight(path: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("cannot read", path, &e)),
+        Ok(m) if m.is_dir() => crate::aofdir::refuse_foreign_folder(path),
+        Ok(_) => File::open(path)
+            .map(drop)
+            .map_err(|e| Error::io("cannot open", path, &e)),
+    }
+}
+
+/// Waits for the path, then follows it as a file or a Redis folder until stopped.
+fn follow(args: &Persist, store: &Store, root: String, found: bucket::Bucketed) -> Result<()> {
     // Whether PATH is a file or a Redis folder is only known once it exists.
     let mut said_waiting = false;
     let is_dir = loop {
@@ -653,9 +679,11 @@ impl Follower for FileFollower {
 /// with capped backoff (re-observing, so the retry carries everything appended meanwhile); on
 /// a stop request, finish what is pending within [`STOP_GRACE`].
 pub fn run_loop(interval: Duration, up: &mut Uploader, follower: &mut dyn Follower) -> Result<()> {
+    // Capped at one interval: S3 coming back is noticed within an interval, and a failing
+    // request per interval is no load (no busy loop: the first retries are 50 ms, 100 ms, ...).
     let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        interval.max(Duration::from_secs(1)),
+        Duration::from_millis(50),
+        interval.max(Duration::from_millis(50)),
     );
     let mut failing_since: Option<Instant> = None;
     let mut stop_at: Option<Instant> = None;

@@ -4,6 +4,9 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// 9999-12-31T23:59:59Z: the last second RFC 3339 can write.
+const LAST_SECOND: u64 = 253_402_300_799;
+
 /// Parses RFC 3339 (`2026-11-25T21:04:05.5Z`, any offset, any fraction) or Unix seconds with an
 /// optional fraction (`1764104645.25`). Fractions finer than a millisecond round down, which is
 /// exact for "the newest point at or before T" since points are whole milliseconds.
@@ -21,6 +24,10 @@ pub fn parse(s: &str) -> Result<u64, String> {
             return Err(bad());
         }
         let secs: u64 = secs.parse().map_err(|_| bad())?;
+        // Beyond 9999-12-31 no RFC 3339 time exists to print it as.
+        if secs > LAST_SECOND {
+            return Err(bad());
+        }
         let mut ms = 0u64;
         for (i, d) in frac.bytes().take(3).enumerate() {
             ms += u64::from(d - b'0') * 10u64.pow(2 - i as u32);

@@ -215,8 +215,14 @@ impl S3 {
         let root = self.dir.path(BUCKET).join(prefix).join("petrify-v1");
         let mut out = Vec::new();
         walk(&root, &root, &mut out);
+        out.retain(|k| k != "writer.lease");
         out.sort();
         out
+    }
+
+    /// Whether a persist holds the prefix's writer lease.
+    pub fn has_lease(&self, prefix: &str) -> bool {
+        self.object_path(prefix, "writer.lease").exists()
     }
 
     /// Path of an object's bytes on the server's disk.
@@ -230,7 +236,10 @@ impl S3 {
 
     /// Parsed (generation, part, start, end) of every object.
     pub fn ranges(&self, prefix: &str) -> Vec<Obj> {
-        self.keys(prefix).iter().map(|k| Obj::parse(k)).collect()
+        self.keys(prefix)
+            .iter()
+            .filter_map(|k| Obj::parse(k))
+            .collect()
     }
 
     /// The highest end offset uploaded for the newest generation's `part`.
@@ -347,21 +356,26 @@ pub struct Obj {
 }
 
 impl Obj {
-    pub fn parse(k: &str) -> Obj {
+    /// An object key below `petrify-v1/`; `None` for anything else (the writer lease, planted
+    /// foreign keys).
+    pub fn parse(k: &str) -> Option<Obj> {
         let segs: Vec<&str> = k.split('/').collect();
-        let generation = segs[0][..10].parse().unwrap();
+        if segs.len() != 3 {
+            return None;
+        }
+        let generation = segs[0].get(..10)?.parse().ok()?;
         let mut fields = segs[2].split('.');
-        let range = fields.next().unwrap();
-        let time_ms = fields.next().unwrap().parse().unwrap();
-        let (s, e) = range.split_once('-').unwrap();
-        Obj {
+        let range = fields.next()?;
+        let time_ms = fields.next()?.parse().ok()?;
+        let (s, e) = range.split_once('-')?;
+        Some(Obj {
             key: k.to_string(),
             generation,
             part: segs[1].to_string(),
-            start: s.parse().unwrap(),
-            end: e.parse().unwrap(),
+            start: s.parse().ok()?,
+            end: e.parse().ok()?,
             time_ms,
-        }
+        })
     }
 }
 

@@ -46,6 +46,13 @@ pub struct Config {
     pub canned: Mutex<Option<String>>,
     /// Drop every connection at once (the server is "down").
     pub down: AtomicBool,
+    /// Inject faults only into object requests (path under `petrify-v1/`), not listings.
+    pub objects_only: AtomicBool,
+    /// Answer this many GETs of the writer lease with 404 (a writer that started a moment
+    /// later than another, in the window between its read and its write).
+    pub hide_lease_gets: AtomicU64,
+    /// Drop `If-None-Match` from requests: a store without conditional writes.
+    pub strip_if_none_match: AtomicBool,
     rng: Mutex<u64>,
 }
 
@@ -67,6 +74,9 @@ impl Proxy {
             fault_rate: Mutex::new(fault_rate),
             canned: Mutex::new(None),
             down: AtomicBool::new(false),
+            objects_only: AtomicBool::new(false),
+            hide_lease_gets: AtomicU64::new(0),
+            strip_if_none_match: AtomicBool::new(false),
             rng: Mutex::new(seed | 1),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -109,6 +119,10 @@ impl Proxy {
 
     pub fn set_down(&self, down: bool) {
         self.config.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn set_objects_only(&self, v: bool) {
+        self.config.objects_only.store(v, Ordering::SeqCst);
     }
 
     pub fn faults(&self) -> u64 {
@@ -182,6 +196,8 @@ fn serve(
         // Request head.
         let mut head = Vec::new();
         let mut content_length = 0usize;
+        let mut is_object = false;
+        let mut is_lease_get = false;
         loop {
             let mut line = Vec::new();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -190,6 +206,17 @@ fn serve(
             let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
             if let Some(v) = text.strip_prefix("content-length:") {
                 content_length = v.trim().parse().unwrap_or(0);
+            }
+            if head.is_empty() {
+                let path = text.split_whitespace().nth(1).unwrap_or("");
+                let path = path.split('?').next().unwrap_or("");
+                is_object = path.contains("/petrify-v1/");
+                is_lease_get = text.starts_with("get ") && path.ends_with("/writer.lease");
+            }
+            if text.starts_with("if-none-match:")
+                && config.strip_if_none_match.load(Ordering::SeqCst)
+            {
+                continue;
             }
             let is_end = line == b"\r\n";
             // Ask the upstream to close after its answer: one request per upstream connection.
@@ -205,7 +232,10 @@ fn serve(
             stats.refused.fetch_add(1, Ordering::SeqCst);
             return client.shutdown(Shutdown::Both);
         }
-        let fault = next_fault(config);
+        let fault = match config.objects_only.load(Ordering::SeqCst) && !is_object {
+            true => None,
+            false => next_fault(config),
+        };
         if fault.is_some() {
             stats.faults.fetch_add(1, Ordering::SeqCst);
         }
@@ -216,6 +246,15 @@ fn serve(
         }
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
+        if is_lease_get
+            && config
+                .hide_lease_gets
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            client.write_all(s3_error(404, "NoSuchKey").as_bytes())?;
+            continue;
+        }
         let canned = config.canned.lock().unwrap().clone();
         if let Some(resp) = canned {
             client.write_all(resp.as_bytes())?;

@@ -1,0 +1,366 @@
+//! Faults on purpose: a flaky network (through the fault-injecting proxy), an S3 outage, downloads
+//! cut short, a full disk, and logs at trace level that must never show a secret.
+//! Durations scale with PETRIFY_FAULT_SECS (default 10) and PETRIFY_OUTAGE_SECS (default 30).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::proxy::{self, Proxy};
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn env_secs(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Appends numbered records to `path` every `every` until stopped; returns the count.
+fn writer(path: &Path, every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            writeln!(f, "record {n:08} {}", "x".repeat((n % 50) as usize)).unwrap();
+            std::thread::sleep(every);
+        }
+        n
+    })
+}
+
+/// CPU ticks (user + system, 1/100 s) and resident memory (KiB) of a process.
+fn cpu_and_rss(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+/// Recovers every `step`-th point (and the newest) and checks each is a prefix of `log`.
+fn verify_points(s3: &S3, prefix: &str, log: &[u8], work: &Scratch, step: usize) -> (usize, u64) {
+    let points = s3.list(prefix);
+    let out_file = work.path("verify");
+    let (mut n, mut bytes) = (0, 0);
+    let mut chosen: Vec<&Point> = points.iter().step_by(step.max(1)).collect();
+    chosen.push(points.last().unwrap());
+    for p in chosen {
+        let out = s3.recover(prefix, &out_file, &["--at-timestamp", &p.unix, "--force"]);
+        assert!(out.status.success(), "{}", out.err());
+        let got = std::fs::read(&out_file).unwrap();
+        assert_eq!(got.len() as u64, p.bytes);
+        assert_eq!(
+            &log[..got.len()],
+            &got[..],
+            "point {} is not a prefix of the log",
+            p.rfc3339
+        );
+        n += 1;
+        bytes += got.len() as u64;
+    }
+    (n, bytes)
+}
+
+#[test]
+fn flaky_network_then_a_long_outage_lose_nothing() {
+    let mut s3 = S3::start();
+    let work = Scratch::new("flaky");
+    let log = work.path("log");
+    std::fs::write(&log, b"").unwrap();
+    let proxy = Proxy::start(s3.port, 0x5eed, 0.05);
+    let interval = 0.25;
+    let persist = s3.persist_via(&proxy.endpoint(), "flaky", &log, &interval.to_string());
+
+    // Phase 1: 5% of requests fail, in every way the proxy knows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&log, Duration::from_millis(5), stop.clone());
+    std::thread::sleep(Duration::from_secs(env_secs("PETRIFY_FAULT_SECS", 10)));
+    stop.store(true, Ordering::SeqCst);
+    let records = w.join().unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    wait_for("catch-up after the flaky phase", T, || {
+        s3.uploaded_end("flaky") == Some(len)
+    });
+    let (requests, faults) = (proxy.requests(), proxy.faults());
+
+    // Phase 2: the S3 server is down; writes go on.
+    proxy.set_fault_rate(0.0);
+    let (cpu0, rss0) = cpu_and_rss(persist.pid());
+    s3.stop();
+    let outage = Duration::from_secs(env_secs("PETRIFY_OUTAGE_SECS", 30));
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&log, Duration::from_millis(50), stop.clone());
+    std::thread::sleep(outage); // the outage itself, not a synchronisation
+    stop.store(true, Ordering::SeqCst);
+    let records = records + w.join().unwrap();
+    let (cpu1, rss1) = cpu_and_rss(persist.pid());
+    let down_for = started.elapsed();
+    s3.restart();
+    let back = Instant::now();
+    let len = std::fs::metadata(&log).unwrap().len();
+    wait_for("catch-up after the outage", T, || {
+        s3.uploaded_end("flaky") == Some(len)
+    });
+    let caught_up = back.elapsed();
+
+    let out = persist.terminate(T);
+    assert!(out.status.success(), "{}", out.err());
+    let cpu_share = (cpu1 - cpu0) as f64 / 100.0 / down_for.as_secs_f64();
+    eprintln!(
+        "flaky: {requests} requests, {faults} failed on purpose; outage {:.0}s: persist CPU {:.2}% of a core, \
+         RSS {rss0} -> {rss1} KiB; caught up {:.2}s after S3 returned (interval {interval}s); {records} records",
+        down_for.as_secs_f64(),
+        cpu_share * 100.0,
+        caught_up.as_secs_f64()
+    );
+    assert!(
+        faults > 0,
+        "the proxy injected no fault in {requests} requests"
+    );
+    assert!(
+        cpu_share < 0.05,
+        "persist used {:.1}% CPU while S3 was down",
+        cpu_share * 100.0
+    );
+    assert!(
+        rss1 < rss0 + 8 * 1024,
+        "memory grew from {rss0} to {rss1} KiB during the outage"
+    );
+    // Two intervals, plus the time the catch-up request itself takes on a loaded machine.
+    assert!(
+        caught_up.as_secs_f64() <= 2.0 * interval + 1.0,
+        "caught up only {caught_up:?} after S3 returned"
+    );
+    assert!(out.err().contains("S3 is reachable again"), "{}", out.err());
+
+    let data = std::fs::read(&log).unwrap();
+    let (n, bytes) = verify_points(&s3, "flaky", &data, &work, 10);
+    let objs = s3.ranges("flaky");
+    assert!(
+        objs.iter().all(|o| o.generation == 1),
+        "a second generation without a cause"
+    );
+    eprintln!("flaky: {n} points recovered and verified, {bytes} bytes, none lost");
+}
+
+#[test]
+fn recover_retries_cut_downloads_and_fails_cleanly() {
+    let s3 = S3::start();
+    let work = Scratch::new("cut");
+    let log = work.path("log");
+    std::fs::write(&log, b"").unwrap();
+    let persist = s3.persist("cut", &log, "0.02");
+    for i in 0..120 {
+        append(&log, format!("small object {i:04}\n").as_bytes());
+        let len = std::fs::metadata(&log).unwrap().len();
+        wait_for("upload", T, || s3.uploaded_end("cut") == Some(len));
+    }
+    // One object larger than the in-memory limit, streamed by the writer.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    append(&log, &big);
+    let len = std::fs::metadata(&log).unwrap().len();
+    wait_for("big upload", T, || s3.uploaded_end("cut") == Some(len));
+    persist.terminate(T);
+    let data = std::fs::read(&log).unwrap();
+
+    // 20% of object downloads fail in every way: recover retries and gets every byte.
+    let proxy = Proxy::start(s3.port, 7, 0.20);
+    proxy.set_objects_only(true);
+    let target = work.path("restored");
+    let out = s3
+        .petrify()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .args(["recover", "--bucket", BUCKET, "--prefix", "cut", "--file"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out.err());
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    let faults = proxy.faults();
+    assert!(faults > 0);
+
+    // Every download fails: a clear error, the old file untouched, nothing left behind.
+    std::fs::write(&target, b"precious").unwrap();
+    proxy.set_fault_rate(1.0);
+    let out = s3
+        .petrify()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .args([
+            "recover", "--bucket", BUCKET, "--prefix", "cut", "--force", "--file",
+        ])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_fails(&out, 69, "failed 6 times");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+
+    // A full disk (RLIMIT_FSIZE): EFBIG, a clear error, no partial file.
+    let out = std::process::Command::new("prlimit")
+        .arg("--fsize=100000")
+        .arg(env!("CARGO_BIN_EXE_petrify"))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_ENDPOINT_URL", s3.endpoint())
+        .args([
+            "recover", "--bucket", BUCKET, "--prefix", "cut", "--force", "--file",
+        ])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_fails(&out, 74, "File too large");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    let mut names: Vec<String> = std::fs::read_dir(&work.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["log", "restored"],
+        "a temporary file was left behind"
+    );
+    eprintln!(
+        "cut downloads: {} objects recovered through {faults} injected faults; all-fail and full-disk runs left nothing",
+        s3.keys("cut").len()
+    );
+}
+
+#[test]
+fn no_secret_reaches_stdout_or_stderr_at_trace_level() {
+    let s3 = S3::start();
+    let work = Scratch::new("secrets");
+    let log = work.path("log");
+    std::fs::write(&log, b"first\n").unwrap();
+    let token = "session-token-that-must-stay-secret-42";
+    let flaky = Proxy::start(s3.port, 99, 0.3);
+    let html = Proxy::start(s3.port, 1, 0.0);
+    html.set_canned(Some(proxy::html_page()));
+    let expired = Proxy::start(s3.port, 1, 0.0);
+    expired.set_canned(Some(proxy::s3_error(400, "ExpiredToken")));
+    let mut outputs = Vec::new();
+    let cmd = |endpoint: &str| {
+        let mut c = s3.petrify();
+        c.env("AWS_SESSION_TOKEN", token)
+            .env("RUST_LOG", "trace")
+            .env("AWS_ENDPOINT_URL", endpoint);
+        c
+    };
+
+    // persist through 30% faults, with retries and error lines.
+    let child = cmd(&flaky.endpoint())
+        .args([
+            "persist",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            "sec",
+            "--interval",
+            "0.05",
+            "--file",
+        ])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = Proc::new(child, "persist");
+    for i in 0..10 {
+        append(&log, format!("line {i}\n").as_bytes());
+        let len = std::fs::metadata(&log).unwrap().len();
+        wait_for("upload", T, || s3.uploaded_end("sec") == Some(len));
+    }
+    outputs.push(p.terminate(T).stderr);
+
+    let target = work.path("out");
+    let runs: Vec<(String, Vec<&str>)> = vec![
+        (
+            s3.endpoint(),
+            vec!["list", "--bucket", BUCKET, "--prefix", "sec"],
+        ),
+        (
+            flaky.endpoint(),
+            vec!["recover", "--bucket", BUCKET, "--prefix", "sec", "--force"],
+        ),
+        (
+            html.endpoint(),
+            vec!["list", "--bucket", BUCKET, "--prefix", "sec"],
+        ),
+        (
+            expired.endpoint(),
+            vec!["list", "--bucket", BUCKET, "--prefix", "sec"],
+        ),
+        (
+            format!("http://127.0.0.1:{}", free_port()),
+            vec!["list", "--bucket", BUCKET, "--prefix", "sec"],
+        ),
+        (
+            s3.endpoint(),
+            vec!["list", "--bucket", "nope", "--prefix", "sec"],
+        ),
+    ];
+    for (endpoint, args) in &runs {
+        let mut c = cmd(endpoint);
+        c.args(args);
+        if args[0] == "recover" {
+            c.arg("--file").arg(&target);
+        }
+        let out = c.output().unwrap();
+        outputs.push(text(&out.stdout) + &text(&out.stderr));
+    }
+    // A wrong secret must not be echoed either.
+    let out = cmd(&s3.endpoint())
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value-77")
+        .args(["list", "--bucket", BUCKET, "--prefix", "sec"])
+        .output()
+        .unwrap();
+    outputs.push(text(&out.stdout) + &text(&out.stderr));
+
+    let all = outputs.join("\n");
+    for secret in [
+        SECRET_KEY,
+        token,
+        "wrong-secret-value-77",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "X-Amz-Security-Token",
+        "Signature=",
+        ACCESS_KEY,
+    ] {
+        assert!(
+            !all.contains(secret),
+            "{secret:?} appeared in the output:\n{all}"
+        );
+    }
+    assert!(
+        all.contains("upload failed") || flaky.faults() == 0,
+        "no failure was logged"
+    );
+    eprintln!(
+        "secrets: {} runs, {} lines of trace output, {} injected faults, no secret printed",
+        outputs.len(),
+        all.lines().count(),
+        flaky.faults()
+    );
+}
