@@ -356,7 +356,17 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
 /// Describes a transport error without its URL (ureq's `BadUri` carries one).
 fn net_error(e: ureq::Error) -> S3Error {
     let m = match e {
-        ureq::Error::Io(io) => io_words(&io),
+        ureq::Error::Io(io) => {
+            let w = io_words(&io);
+            // rustls reports through io::Error; say that it is TLS, and what to check.
+            if w.contains("certificate") {
+                format!("the TLS certificate is not trusted ({w}): petrify trusts the public CAs")
+            } else if w.contains("corrupt message") || w.contains("handshake") {
+                format!("TLS handshake failed ({w}): does the endpoint speak https?")
+            } else {
+                w
+            }
+        }
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection failed".into(),

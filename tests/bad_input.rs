@@ -436,6 +436,20 @@ fn bad_input_table() {
     );
     c.env = vec![("AWS_ENDPOINT_URL", format!("https://127.0.0.1:{}", s3.port))];
     cases.push(c);
+    // A TLS server whose certificate nobody signed: refused (certificates are verified).
+    let tls = start_tls_server(&work);
+    if let Some((_, port)) = &tls {
+        let mut c = case(
+            "untrusted TLS certificate",
+            &["list", "--bucket", b, "--prefix", "have"],
+            69,
+            "cannot reach S3",
+        );
+        c.env = vec![("AWS_ENDPOINT_URL", format!("https://localhost:{port}"))];
+        cases.push(c);
+    } else {
+        eprintln!("openssl not found: skipping the untrusted-certificate case");
+    }
     let mut c = case(
         "unsupported endpoint scheme",
         &[
@@ -567,6 +581,49 @@ fn bad_input_table() {
     assert!(out.status.success(), "{}", out.err());
     assert!(out.err().contains("ignoring 2 object(s)"), "{}", out.err());
     eprintln!("bad input: {tried} cases tried, each with one error line and nothing written");
+}
+
+/// `openssl s_server` with a fresh self-signed certificate, on a free port.
+fn start_tls_server(work: &Scratch) -> Option<(Proc, u16)> {
+    let (cert, key) = (work.path("cert.pem"), work.path("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !made.success() {
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+        ])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let p = Proc::new(child, "openssl s_server");
+    wait_for("openssl s_server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some((p, port))
 }
 
 fn crc32fast_hash(b: &[u8]) -> u32 {

@@ -364,3 +364,38 @@ fn no_secret_reaches_stdout_or_stderr_at_trace_level() {
         flaky.faults()
     );
 }
+
+#[test]
+fn an_idle_file_and_an_idle_redis_cost_no_request() {
+    let s3 = S3::start();
+    let work = Scratch::new("idle");
+    let counter = Proxy::start(s3.port, 1, 0.0);
+
+    let log = work.path("log");
+    std::fs::write(&log, b"some data\n").unwrap();
+    let p = s3.persist_via(&counter.endpoint(), "idle-file", &log, "0.05");
+    wait_for("upload", T, || s3.uploaded_end("idle-file") == Some(10));
+
+    let data = work.path("redis");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut redis = Redis::start(&data);
+    let aof = data.join("appendonlydir");
+    redis.cli(&["SET", "k", "v"]);
+    let r = s3.persist_via(&counter.endpoint(), "idle-redis", &aof, "0.05");
+    wait_for("folder upload", T, || s3.folder_synced("idle-redis", &aof));
+    // Both are caught up; let any in-flight tick finish, then watch 40 intervals.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = counter.requests();
+    std::thread::sleep(Duration::from_secs(2)); // the idle period under test
+    let after = counter.requests();
+    p.terminate(T);
+    r.terminate(T);
+    redis.stop();
+    assert_eq!(
+        before,
+        after,
+        "idle persists made {} request(s)",
+        after - before
+    );
+    eprintln!("idle: 0 requests in 2 s (40 intervals) from an idle file and an idle Redis");
+}
