@@ -200,6 +200,15 @@ fn fetch_small(store: &Store, root: &str, o: &ObjectKey) -> Result<Vec<u8>> {
         if let Err(e) = body.reader.take(o.len() + 1).read_to_end(&mut buf) {
             return Err(Failure::Transient(format!("reading the body: {e}")));
         }
+        if buf.len() as u64 > o.len() {
+            return Err(Failure::Fatal(Error::new(
+                Exit::Data,
+                format!(
+                    "object {o} holds more bytes than its key says ({})",
+                    o.len()
+                ),
+            )));
+        }
         if buf.len() as u64 != o.len() {
             return Err(Failure::Transient(format!(
                 "got {} of {} bytes",

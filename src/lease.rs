@@ -8,7 +8,7 @@
 //! that ignore the header, the lease is read before it is written, and read back after.
 
 use crate::error::{Error, Exit, Result};
-use crate::s3::Store;
+use crate::s3::{Store, retry};
 use crate::timestamp;
 
 /// The lease's key below the root.
@@ -115,32 +115,30 @@ pub fn acquire(store: &Store, root: &str, me: &Lease, where_: &str) -> Result<()
             ),
         )
     };
-    let existing = store.get_small(&key).map_err(s3err)?;
+    let get = || retry(4, || store.get_small(&key)).map_err(s3err);
+    let existing = get()?;
     let mine = me.render();
     match judge(existing.as_deref(), &me.host, process_alive) {
         Verdict::Held(holder) => return Err(held(holder)),
+        // A 412 here is a writer that started in the same moment, or our own earlier attempt
+        // whose answer was lost: the read-back below tells which.
         Verdict::Free => {
-            if !store.put_if_absent(&key, mine.as_bytes()).map_err(s3err)? {
-                let now = store.get_small(&key).map_err(s3err)?;
-                let holder = now
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|t| Lease::parse(&t));
-                return Err(held(holder));
-            }
+            retry(4, || store.put_if_absent(&key, mine.as_bytes())).map_err(s3err)?;
         }
         Verdict::Stale(old) => {
             log::info!(
                 "taking over the writer lease of pid {} (no longer running on this host)",
                 old.pid
             );
-            store
-                .put(&key, &mut mine.as_bytes(), mine.len() as u64)
-                .map_err(s3err)?;
+            retry(4, || {
+                store.put(&key, &mut mine.as_bytes(), mine.len() as u64)
+            })
+            .map_err(s3err)?;
         }
     }
     // Read back: on a store that ignores If-None-Match, a writer that started at the same
     // moment may have overwritten ours.
-    let now = store.get_small(&key).map_err(s3err)?;
+    let now = get()?;
     if now.as_deref() != Some(mine.as_bytes()) {
         let holder = now
             .and_then(|b| String::from_utf8(b).ok())
