@@ -8,17 +8,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(20);
 
-/// Appends `data` and waits until the bucket holds the file up to its new end.
-fn append_and_wait(s3: &S3, prefix: &str, path: &std::path::Path, data: &[u8]) -> Vec<u8> {
-    append(path, data);
-    let content = std::fs::read(path).unwrap();
-    let len = content.len() as u64;
-    wait_for("the append to reach the bucket", T, || {
-        s3.uploaded_end(prefix) == Some(len)
-    });
-    content
-}
-
 #[test]
 fn walkthrough_persist_delete_recover_and_recover_earlier() {
     let s3 = S3::start();
@@ -39,7 +28,7 @@ fn walkthrough_persist_delete_recover_and_recover_earlier() {
             k.len(),
             v.len()
         );
-        states.push(append_and_wait(&s3, "walk", &file, cmd.as_bytes()));
+        states.push(s3.append_and_wait("walk", &file, cmd.as_bytes()));
     }
     let out = persist.terminate(T);
     assert!(out.status.success(), "{}", out.err());
@@ -78,7 +67,7 @@ fn rewrite_and_truncation_start_new_generations_and_every_side_recovers() {
     std::fs::write(&file, b"generation one, first\n").unwrap();
     let persist = s3.persist("gen", &file, "0.1");
     wait_for("first upload", T, || s3.uploaded_end("gen") == Some(22));
-    let g1 = append_and_wait(&s3, "gen", &file, b"generation one, second\n");
+    let g1 = s3.append_and_wait("gen", &file, b"generation one, second\n");
 
     // A rewrite renamed over the path (Redis 6 BGREWRITEAOF), right after one more append
     // to the old file: the old file's tail must still be uploaded to generation 1.
@@ -90,7 +79,7 @@ fn rewrite_and_truncation_start_new_generations_and_every_side_recovers() {
     wait_for("generation 2", T, || {
         s3.ranges("gen").iter().any(|o| o.generation == 2)
     });
-    let g2 = append_and_wait(&s3, "gen", &file, b"after the rewrite\n");
+    let g2 = s3.append_and_wait("gen", &file, b"after the rewrite\n");
 
     // A truncation in place, then new content.
     std::fs::OpenOptions::new()
@@ -102,7 +91,7 @@ fn rewrite_and_truncation_start_new_generations_and_every_side_recovers() {
     wait_for("generation 3", T, || {
         s3.ranges("gen").iter().any(|o| o.generation == 3)
     });
-    let g3 = append_and_wait(&s3, "gen", &file, b"after truncation\n");
+    let g3 = s3.append_and_wait("gen", &file, b"after truncation\n");
     let out = persist.terminate(T);
     assert!(out.status.success(), "{}", out.err());
     let log = out.err();
@@ -147,7 +136,7 @@ fn restart_resumes_without_reuploading_and_a_changed_file_starts_a_generation() 
     append(&file, &[b'b'; 500]); // written while persist was down
     let p = s3.persist("r", &file, "0.1");
     wait_for("catch-up", T, || s3.uploaded_end("r") == Some(10_500));
-    append_and_wait(&s3, "r", &file, &[b'c'; 7]);
+    s3.append_and_wait("r", &file, &[b'c'; 7]);
     let out = p.terminate(T);
     let log = out.err();
     assert!(log.contains("resuming generation 1 of"), "{log}");
@@ -209,8 +198,8 @@ fn damaged_chains_fail_with_no_output_and_the_old_file_untouched() {
     std::fs::write(&file, b"first object\n").unwrap();
     let p = s3.persist("d", &file, "0.1");
     wait_for("first upload", T, || s3.uploaded_end("d") == Some(13));
-    append_and_wait(&s3, "d", &file, b"second object\n");
-    append_and_wait(&s3, "d", &file, b"third object\n");
+    s3.append_and_wait("d", &file, b"second object\n");
+    s3.append_and_wait("d", &file, b"third object\n");
     p.terminate(T);
     let keys = s3.keys("d");
     assert_eq!(keys.len(), 3, "{keys:?}");

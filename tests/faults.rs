@@ -172,9 +172,7 @@ fn recover_retries_cut_downloads_and_fails_cleanly() {
     std::fs::write(&log, b"").unwrap();
     let persist = s3.persist("cut", &log, "0.02");
     for i in 0..120 {
-        append(&log, format!("small object {i:04}\n").as_bytes());
-        let len = std::fs::metadata(&log).unwrap().len();
-        wait_for("upload", T, || s3.uploaded_end("cut") == Some(len));
+        s3.append_and_wait("cut", &log, format!("small object {i:04}\n").as_bytes());
     }
     // One object larger than the in-memory limit, streamed by the writer.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -287,9 +285,7 @@ fn no_secret_reaches_stdout_or_stderr_at_trace_level() {
         .unwrap();
     let p = Proc::new(child, "persist");
     for i in 0..10 {
-        append(&log, format!("line {i}\n").as_bytes());
-        let len = std::fs::metadata(&log).unwrap().len();
-        wait_for("upload", T, || s3.uploaded_end("sec") == Some(len));
+        s3.append_and_wait("sec", &log, format!("line {i}\n").as_bytes());
     }
     outputs.push(p.terminate(T).stderr);
 

@@ -16,20 +16,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[test]
 fn sigkill_at_random_moments_loses_nothing() {
     let rounds: u64 = std::env::var("PETRIFY_TORTURE_ROUNDS")

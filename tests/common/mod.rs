@@ -220,6 +220,20 @@ impl S3 {
         out
     }
 
+    /// Appends `data` to `path`, waits until the bucket holds the file up to its new end, and
+    /// returns the file's content.
+    pub fn append_and_wait(&self, prefix: &str, path: &Path, data: &[u8]) -> Vec<u8> {
+        append(path, data);
+        let content = std::fs::read(path).unwrap();
+        let len = content.len() as u64;
+        wait_for(
+            "the append to reach the bucket",
+            Duration::from_secs(30),
+            || self.uploaded_end(prefix) == Some(len),
+        );
+        content
+    }
+
     /// Whether a persist holds the prefix's writer lease.
     pub fn has_lease(&self, prefix: &str) -> bool {
         self.object_path(prefix, "writer.lease").exists()
@@ -712,4 +726,20 @@ pub fn now_ms_f() -> f64 {
         .unwrap()
         .as_secs_f64()
         * 1000.0
+}
+
+/// Seeded xorshift: deterministic "random" moments and choices in tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }
