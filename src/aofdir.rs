@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chain::{self, GenId, Generation, RecoveryPoint};
 use crate::error::{Error, Exit, Result};
-use crate::layout::{self, Kind, Mode};
+use crate::layout::{self, Mode};
 use crate::recover::{Target, TempPath};
 use crate::s3::Store;
 use crate::tail::{Follower, Source, TickError, Uploader};
@@ -356,7 +356,7 @@ impl AofDirFollower {
                 start: p.uploaded,
                 end: len,
             };
-            up.put(generation, &name, Kind::Delta, src, time)
+            up.put_delta(generation, &name, src, time)
                 .map_err(TickError::S3)?;
             p.uploaded = len;
         }
@@ -473,7 +473,7 @@ impl Follower for AofDirFollower {
                 start,
                 end: len,
             };
-            up.put(generation, name, Kind::Delta, src, time)
+            up.put_delta(generation, name, src, time)
                 .map_err(TickError::S3)?;
             p.uploaded = len;
             p.in_bucket = true;
@@ -482,7 +482,7 @@ impl Follower for AofDirFollower {
             let Some(manifest_name) = self.manifest_name.clone() else {
                 return Ok(());
             };
-            up.put_bytes(generation, &manifest_name, &obs.manifest, time)
+            up.put_snap(generation, &manifest_name, &obs.manifest, time)
                 .map_err(TickError::S3)?;
             self.manifest_uploaded = Some(obs.manifest);
         }

@@ -89,13 +89,12 @@ pub struct Source<'a> {
 }
 
 impl Uploader<'_> {
-    /// Uploads `[start, end)` of `file` as one object of `part` in `generation`, observed at
+    /// Uploads `[start, end)` of `file` as one delta of `part` in `generation`, observed at
     /// `time_ms`. Returns the key once S3 has answered 2xx.
-    pub fn put(
+    pub fn put_delta(
         &mut self,
         generation: GenId,
         part: &str,
-        kind: Kind,
         src: Source<'_>,
         time_ms: u64,
     ) -> std::result::Result<ObjectKey, S3Error> {
@@ -108,16 +107,14 @@ impl Uploader<'_> {
         } else {
             crc_range(src.file, src.start, src.end).map_err(local)?
         };
-        let key = ObjectKey {
-            generation: generation.number,
-            mode: generation.mode,
-            part: part.to_string(),
-            start: src.start,
-            end: src.end,
+        let key = object_key(
+            generation,
+            part,
+            Kind::Delta,
+            (src.start, src.end),
             time_ms,
             crc,
-            kind,
-        };
+        );
         let full = key.key(&self.root);
         if len <= BUFFER_LIMIT {
             self.store.put(&full, &mut &buffered[..], len)?;
@@ -131,38 +128,55 @@ impl Uploader<'_> {
             };
             self.store.put(&full, &mut reader, len)?;
         }
-        self.objects += 1;
-        self.bytes += len;
-        log::debug!("uploaded {key} ({len} bytes)");
-        Ok(key)
+        Ok(self.stored(key))
     }
-}
 
-impl Uploader<'_> {
     /// Uploads a whole small file already in memory (a Redis manifest) as a `snap` object.
-    pub fn put_bytes(
+    pub fn put_snap(
         &mut self,
         generation: GenId,
         part: &str,
         bytes: &[u8],
         time_ms: u64,
     ) -> std::result::Result<ObjectKey, S3Error> {
-        let key = ObjectKey {
-            generation: generation.number,
-            mode: generation.mode,
-            part: part.to_string(),
-            start: 0,
-            end: bytes.len() as u64,
+        let len = bytes.len() as u64;
+        let key = object_key(
+            generation,
+            part,
+            Kind::Snap,
+            (0, len),
             time_ms,
-            crc: crc32fast::hash(bytes),
-            kind: Kind::Snap,
-        };
-        self.store
-            .put(&key.key(&self.root), &mut &bytes[..], bytes.len() as u64)?;
+            crc32fast::hash(bytes),
+        );
+        self.store.put(&key.key(&self.root), &mut &bytes[..], len)?;
+        Ok(self.stored(key))
+    }
+
+    fn stored(&mut self, key: ObjectKey) -> ObjectKey {
         self.objects += 1;
-        self.bytes += bytes.len() as u64;
-        log::debug!("uploaded {key} ({} bytes)", bytes.len());
-        Ok(key)
+        self.bytes += key.len();
+        log::debug!("uploaded {key} ({} bytes)", key.len());
+        key
+    }
+}
+
+fn object_key(
+    generation: GenId,
+    part: &str,
+    kind: Kind,
+    (start, end): (u64, u64),
+    time_ms: u64,
+    crc: u32,
+) -> ObjectKey {
+    ObjectKey {
+        generation: generation.number,
+        mode: generation.mode,
+        part: part.to_string(),
+        start,
+        end,
+        time_ms,
+        crc,
+        kind,
     }
 }
 
@@ -475,7 +489,7 @@ impl FileFollower {
             start,
             end,
         };
-        up.put(t.generation, layout::FILE_PART, Kind::Delta, src, time)
+        up.put_delta(t.generation, layout::FILE_PART, src, time)
             .map_err(TickError::S3)?;
         t.uploaded = end;
         t.in_bucket = true;
