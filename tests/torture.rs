@@ -202,3 +202,89 @@ fn a_second_writer_stops_and_the_first_chain_is_intact() {
     let out = b.terminate(T);
     assert!(out.status.success(), "{}", out.err());
 }
+
+#[test]
+fn sigkill_while_redis_writes_and_rewrites() {
+    let rounds: u64 = std::env::var("PETRIFY_TORTURE_REDIS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut rng = Rng(0x0ed1_5000_0000_0001);
+    let s3 = S3::start();
+    let work = Scratch::new("torture-redis");
+    let data = work.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut redis = Redis::start_with(&data, &["--rdb-key-save-delay", "100"]);
+    let aof = data.join("appendonlydir");
+
+    // Writes keys k:000001, k:000002, ... and records when each was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let writer = {
+        let (stop, acked, port) = (stop.clone(), acked.clone(), redis.port);
+        std::thread::spawn(move || {
+            let mut conn = Resp::connect(port);
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let r = conn.call(&["SET", &format!("k:{n:06}"), &format!("v{n}")]);
+                assert_eq!(r, Reply::Simple("OK".into()));
+                acked.lock().unwrap().push(now_ms_f());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+
+    let mut checked = 0;
+    for round in 0..rounds {
+        if round % 2 == 1 {
+            redis.wait_rewrite_done();
+            redis.cli(&["BGREWRITEAOF"]);
+        }
+        let p = s3.persist("tr", &aof, "0.03");
+        std::thread::sleep(Duration::from_millis(100 + rng.below(500))); // the crash moment
+        p.kill();
+        let points = s3.list("tr");
+        let Some(newest) = points.last() else {
+            continue;
+        };
+        let pick = points[rng.below(points.len() as u64) as usize].clone();
+        for pt in [newest.clone(), pick] {
+            let dir = work.path(&format!("r{round}-{}", pt.unix));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = s3.recover(
+                "tr",
+                &dir.join("appendonlydir"),
+                &["--at-timestamp", &pt.unix],
+            );
+            assert!(out.status.success(), "round {round}: {}", out.err());
+            let mut r = Redis::start(&dir);
+            let got = Resp::connect(r.port).dataset();
+            r.stop();
+            let t = pt.unix.parse::<f64>().unwrap() * 1000.0;
+            let must = acked.lock().unwrap().iter().filter(|a| **a <= t).count();
+            for (j, (k, _)) in got.iter().enumerate() {
+                assert_eq!(
+                    k,
+                    &format!("k:{:06}", j + 1),
+                    "round {round}: a gap at {}",
+                    pt.rfc3339
+                );
+            }
+            assert!(
+                got.len() >= must,
+                "round {round}: point {} lost acknowledged writes",
+                pt.rfc3339
+            );
+            checked += 1;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let writes = acked.lock().unwrap().len();
+    redis.stop();
+    eprintln!(
+        "torture (redis): {rounds} SIGKILL rounds with rewrites, {writes} writes, {checked} points started in Redis, 0 lost"
+    );
+}
