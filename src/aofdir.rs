@@ -19,7 +19,7 @@ use crate::error::{Error, Exit, Result};
 use crate::layout::{self, Mode};
 use crate::recover::{Target, TempPath};
 use crate::s3::Store;
-use crate::tail::{Follower, Source, TickError, Uploader};
+use crate::tail::{Follower, TickError, Uploader};
 
 /// Manifests are a few lines; anything larger is not one.
 const MAX_MANIFEST: u64 = 1 << 20;
@@ -351,14 +351,9 @@ impl AofDirFollower {
                 continue;
             };
             let time = up.clock.at_least(mtime);
-            let src = Source {
-                file: &p.file,
-                start: p.uploaded,
-                end: len,
-            };
-            up.put_delta(generation, &name, src, time)
+            let Part { file, uploaded, .. } = p;
+            up.put_deltas(generation, &name, file, (*uploaded, len), time, uploaded)
                 .map_err(TickError::S3)?;
-            p.uploaded = len;
         }
         Ok(())
     }
@@ -468,15 +463,15 @@ impl Follower for AofDirFollower {
                 continue;
             };
             let start = if p.in_bucket { p.uploaded } else { 0 };
-            let src = Source {
-                file: &p.file,
-                start,
-                end: len,
-            };
-            up.put_delta(generation, name, src, time)
-                .map_err(TickError::S3)?;
-            p.uploaded = len;
-            p.in_bucket = true;
+            let Part {
+                file,
+                uploaded,
+                in_bucket,
+            } = p;
+            let r = up.put_deltas(generation, name, file, (start, len), time, uploaded);
+            // Part of a large file may be stored even if the rest failed.
+            *in_bucket |= r.is_ok() || *uploaded > 0;
+            r.map_err(TickError::S3)?;
         }
         if manifest_changed || !self.parts.values().all(|p| p.in_bucket) {
             let Some(manifest_name) = self.manifest_name.clone() else {

@@ -36,7 +36,13 @@ pub struct Persist {
     pub common: Common,
     pub file: PathBuf,
     pub interval: Duration,
+    /// Largest object persist uploads (bytes); larger ranges are split.
+    pub max_object: u64,
 }
+
+/// Default largest object: well under S3's 5 GiB PutObject limit, and small enough that a
+/// failed upload costs little to redo.
+pub const DEFAULT_MAX_OBJECT: u64 = 1 << 30;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recover {
@@ -193,6 +199,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Command> {
             common,
             file: file.ok_or_else(need_file)?,
             interval,
+            max_object: DEFAULT_MAX_OBJECT,
         }),
         "recover" => Command::Recover(Recover {
             common,
@@ -252,6 +259,23 @@ fn usage(e: lexopt::Error) -> Error {
 
 fn usage_msg(m: impl Into<String>) -> Error {
     Error::new(Exit::Usage, m)
+}
+
+/// `PETRIFY_MAX_OBJECT_BYTES`: the largest object persist uploads (default 1 GiB, at least
+/// 1 MiB, at most 5 GiB: S3's limit for one PUT).
+pub fn max_object(env: impl Fn(&str) -> Option<String>) -> Result<u64> {
+    let Some(v) = env("PETRIFY_MAX_OBJECT_BYTES").filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_MAX_OBJECT);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if ((1 << 20)..=(5 << 30)).contains(&n) => Ok(n),
+        _ => Err(Error::new(
+            Exit::Config,
+            format!(
+                "PETRIFY_MAX_OBJECT_BYTES={v:?}: give a number of bytes from 1048576 to 5368709120"
+            ),
+        )),
+    }
 }
 
 /// Resolves endpoint, region and credentials from the options and the environment (`env`).

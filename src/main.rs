@@ -73,7 +73,8 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
             println!("petrify {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Persist(p) => {
+        Command::Persist(mut p) => {
+            p.max_object = cli::max_object(env)?;
             let store = store(&p.common, env)?;
             tail::persist(&p, &store)
         }

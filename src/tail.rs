@@ -76,6 +76,8 @@ pub struct Uploader<'a> {
     pub store: &'a Store,
     pub root: String,
     pub clock: Clock,
+    /// The largest object to upload; larger ranges are split.
+    pub max_object: u64,
     /// Objects and bytes uploaded since start (for the log and tests).
     pub objects: u64,
     pub bytes: u64,
@@ -89,9 +91,39 @@ pub struct Source<'a> {
 }
 
 impl Uploader<'_> {
-    /// Uploads `[start, end)` of `file` as one delta of `part` in `generation`, observed at
-    /// `time_ms`. Returns the key once S3 has answered 2xx.
-    pub fn put_delta(
+    /// Uploads `[start, end)` of `file` as deltas of `part` in `generation`, observed at
+    /// `time_ms`: one object, or several of at most `max_object` bytes each (S3 refuses a
+    /// single PUT over 5 GiB; a catch-up after a long outage, or a large Redis base, can be
+    /// bigger). `done` follows each object S3 has acknowledged, so a failure keeps the progress.
+    /// An empty range is uploaded as one empty object (a generation's start).
+    pub fn put_deltas(
+        &mut self,
+        generation: GenId,
+        part: &str,
+        file: &File,
+        (start, end): (u64, u64),
+        time_ms: u64,
+        done: &mut u64,
+    ) -> std::result::Result<(), S3Error> {
+        let mut from = start;
+        loop {
+            let to = end.min(from.saturating_add(self.max_object));
+            let src = Source {
+                file,
+                start: from,
+                end: to,
+            };
+            self.put_delta(generation, part, src, time_ms)?;
+            *done = to;
+            from = to;
+            if from >= end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Uploads `[start, end)` of `file` as one delta. Returns the key once S3 answered 2xx.
+    fn put_delta(
         &mut self,
         generation: GenId,
         part: &str,
@@ -484,16 +516,24 @@ impl FileFollower {
             Label::ObservedAt(ms) => up.clock.at_least(ms),
             Label::Detached => up.clock.at_least(mtime_ms(&t.file)),
         };
-        let src = Source {
-            file: &t.file,
-            start,
-            end,
-        };
-        up.put_delta(t.generation, layout::FILE_PART, src, time)
-            .map_err(TickError::S3)?;
-        t.uploaded = end;
-        t.in_bucket = true;
-        Ok(())
+        let Tracked {
+            file,
+            generation,
+            uploaded,
+            in_bucket,
+            ..
+        } = t;
+        let r = up.put_deltas(
+            *generation,
+            layout::FILE_PART,
+            file,
+            (start, end),
+            time,
+            uploaded,
+        );
+        // Part of a large range may be stored even if the rest failed.
+        *in_bucket |= r.is_ok() || *uploaded > 0;
+        r.map_err(TickError::S3)
     }
 
     /// One look at the file, acting until nothing is left to do.
@@ -645,6 +685,7 @@ fn follow(args: &Persist, store: &Store, root: String, found: bucket::Bucketed) 
         store,
         root,
         clock: Clock::after(found.last_time_ms),
+        max_object: args.max_object,
         objects: 0,
         bytes: 0,
     };

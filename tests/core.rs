@@ -303,3 +303,53 @@ fn wrong_credentials_and_missing_bucket_are_clear_errors() {
         .unwrap();
     assert_fails(&out, 69, "cannot reach S3");
 }
+
+#[test]
+fn ranges_larger_than_the_object_limit_are_split() {
+    let s3 = S3::start();
+    let work = Scratch::new("split");
+    let file = work.path("big");
+    let data: Vec<u8> = (0..3_670_016u32).map(|i| (i * 7 % 253) as u8).collect(); // 3.5 MiB
+    std::fs::write(&file, &data).unwrap();
+    let child = s3
+        .petrify()
+        .env("PETRIFY_MAX_OBJECT_BYTES", "1048576")
+        .args([
+            "persist",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            "split",
+            "--interval",
+            "0.1",
+            "--file",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = Proc::new(child, "persist");
+    wait_for("upload", T, || {
+        s3.uploaded_end("split") == Some(data.len() as u64)
+    });
+    let out = p.terminate(T);
+    assert!(out.status.success(), "{}", out.err());
+    let sizes: Vec<u64> = s3.ranges("split").iter().map(|o| o.end - o.start).collect();
+    assert_eq!(sizes, [1 << 20, 1 << 20, 1 << 20, 1 << 19], "{sizes:?}");
+    let restored = work.path("restored");
+    let out = s3.recover("split", &restored, &[]);
+    assert!(out.status.success(), "{}", out.err());
+    assert_eq!(std::fs::read(&restored).unwrap(), data);
+    // One recovery point: the pieces share the time the range was observed.
+    assert_eq!(s3.list("split").len(), 1);
+
+    let out = s3
+        .petrify()
+        .env("PETRIFY_MAX_OBJECT_BYTES", "12")
+        .args(["persist", "--bucket", BUCKET, "--prefix", "x", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_fails(&out, 78, "PETRIFY_MAX_OBJECT_BYTES");
+}
