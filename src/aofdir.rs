@@ -19,7 +19,7 @@ use crate::error::{Error, Exit, Result};
 use crate::layout::{self, Mode};
 use crate::recover::{Target, TempPath};
 use crate::s3::Store;
-use crate::tail::{Follower, TickError, Uploader};
+use crate::tail::{Follower, Shipped, TickError, Uploader};
 
 /// Manifests are a few lines; anything larger is not one.
 const MAX_MANIFEST: u64 = 1 << 20;
@@ -119,15 +119,6 @@ pub fn find_manifest(dir: &Path) -> io::Result<Option<String>> {
     Ok(found)
 }
 
-/// A file of the folder being followed, held open so that Redis deleting it after a rewrite
-/// cannot take bytes that were not uploaded yet.
-struct Part {
-    file: File,
-    uploaded: u64,
-    /// Whether this generation has the part's first object.
-    in_bucket: bool,
-}
-
 /// Follows a Redis 7 AOF folder.
 pub struct AofDirFollower {
     dir: PathBuf,
@@ -136,7 +127,9 @@ pub struct AofDirFollower {
     /// The base file of the current generation (`None`: a manifest without a base).
     base: Option<String>,
     next_number: u64,
-    parts: BTreeMap<String, Part>,
+    /// Every file the manifest lists, held open so that Redis deleting it after a rewrite
+    /// cannot take bytes that were not uploaded yet.
+    parts: BTreeMap<String, Shipped>,
     /// The manifest bytes last stored in this generation.
     manifest_uploaded: Option<Vec<u8>>,
     said_waiting: bool,
@@ -219,14 +212,7 @@ impl AofDirFollower {
             if local_crc.ok() != Some(crc) {
                 return why_not(format!("{name} no longer starts with the uploaded bytes"));
             }
-            parts.insert(
-                name.clone(),
-                Part {
-                    file,
-                    uploaded: end,
-                    in_bucket: true,
-                },
-            );
+            parts.insert(name.clone(), Shipped::resumed(file, end));
         }
         log::info!(
             "resuming generation {} of {} (base {})",
@@ -288,14 +274,7 @@ impl AofDirFollower {
                     let path = self.path(&e.name);
                     match File::open(&path) {
                         Ok(file) => {
-                            self.parts.insert(
-                                e.name.clone(),
-                                Part {
-                                    file,
-                                    uploaded: 0,
-                                    in_bucket: false,
-                                },
-                            );
+                            self.parts.insert(e.name.clone(), Shipped::new(file));
                         }
                         // Renamed or deleted since the manifest was read: read it again.
                         Err(err) if err.kind() == io::ErrorKind::NotFound => continue 'again,
@@ -334,14 +313,14 @@ impl AofDirFollower {
         };
         let mut tails: Vec<(u64, String, u64)> = Vec::new();
         for (name, p) in &self.parts {
-            if !p.in_bucket {
+            if !p.in_bucket() {
                 continue;
             }
             let meta = p
                 .file
                 .metadata()
                 .map_err(|e| Error::io("cannot stat", &self.path(name), &e))?;
-            if meta.len() > p.uploaded {
+            if meta.len() > p.uploaded() {
                 tails.push((crate::tail::mtime_ms(&p.file), name.clone(), meta.len()));
             }
         }
@@ -351,8 +330,7 @@ impl AofDirFollower {
                 continue;
             };
             let time = up.clock.at_least(mtime);
-            let Part { file, uploaded, .. } = p;
-            up.put_deltas(generation, &name, file, (*uploaded, len), time, uploaded)
+            p.ship(up, generation, &name, len, time)
                 .map_err(TickError::S3)?;
         }
         Ok(())
@@ -371,8 +349,7 @@ impl AofDirFollower {
         // generation (whole content: generations share no objects).
         self.parts.retain(|name, _| obs.lengths.contains_key(name));
         for p in self.parts.values_mut() {
-            p.uploaded = 0;
-            p.in_bucket = false;
+            p.restart();
         }
         log::info!(
             "starting generation {} of {} ({why}; base {}, {} bytes)",
@@ -426,7 +403,7 @@ impl Follower for AofDirFollower {
         let shrank = obs
             .lengths
             .iter()
-            .find(|(name, len)| self.parts.get(*name).is_some_and(|p| **len < p.uploaded));
+            .find(|(name, len)| self.parts.get(*name).is_some_and(|p| **len < p.uploaded()));
         let why = match (&self.generation, shrank) {
             (None, _) => Some("new folder".to_string()),
             (Some(_), Some((name, len))) => Some(format!(
@@ -447,11 +424,7 @@ impl Follower for AofDirFollower {
         let changed_files: Vec<(&String, &u64)> = obs
             .lengths
             .iter()
-            .filter(|(name, len)| {
-                self.parts
-                    .get(*name)
-                    .is_some_and(|p| !p.in_bucket || **len > p.uploaded)
-            })
+            .filter(|(name, len)| self.parts.get(*name).is_some_and(|p| p.behind(**len)))
             .collect();
         let manifest_changed = self.manifest_uploaded.as_deref() != Some(&obs.manifest[..]);
         if changed_files.is_empty() && !manifest_changed {
@@ -462,18 +435,10 @@ impl Follower for AofDirFollower {
             let Some(p) = self.parts.get_mut(name) else {
                 continue;
             };
-            let start = if p.in_bucket { p.uploaded } else { 0 };
-            let Part {
-                file,
-                uploaded,
-                in_bucket,
-            } = p;
-            let r = up.put_deltas(generation, name, file, (start, len), time, uploaded);
-            // Part of a large file may be stored even if the rest failed.
-            *in_bucket |= r.is_ok() || *uploaded > 0;
-            r.map_err(TickError::S3)?;
+            p.ship(up, generation, name, len, time)
+                .map_err(TickError::S3)?;
         }
-        if manifest_changed || !self.parts.values().all(|p| p.in_bucket) {
+        if manifest_changed || !self.parts.values().all(|p| p.in_bucket()) {
             let Some(manifest_name) = self.manifest_name.clone() else {
                 return Ok(());
             };
@@ -485,15 +450,7 @@ impl Follower for AofDirFollower {
     }
 
     fn pending(&self) -> u64 {
-        self.parts
-            .values()
-            .map(|p| {
-                p.file
-                    .metadata()
-                    .map(|m| m.len().saturating_sub(p.uploaded))
-                    .unwrap_or(0)
-            })
-            .sum()
+        self.parts.values().map(Shipped::pending).sum()
     }
 }
 

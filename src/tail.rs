@@ -96,7 +96,7 @@ impl Uploader<'_> {
     /// single PUT over 5 GiB; a catch-up after a long outage, or a large Redis base, can be
     /// bigger). `done` follows each object S3 has acknowledged, so a failure keeps the progress.
     /// An empty range is uploaded as one empty object (a generation's start).
-    pub fn put_deltas(
+    fn put_deltas(
         &mut self,
         generation: GenId,
         part: &str,
@@ -292,6 +292,87 @@ impl Read for RangeReader<'_> {
     }
 }
 
+/// An open file's progress into one generation: how much of it the bucket holds. Shared by the
+/// single-file and the Redis-folder followers.
+pub struct Shipped {
+    pub file: File,
+    uploaded: u64,
+    /// Whether the generation holds this file's first object. It is uploaded even when empty,
+    /// so that a file truncated to nothing, or a new empty incremental file, is in the point.
+    in_bucket: bool,
+}
+
+impl Shipped {
+    /// A file the generation holds nothing of yet.
+    pub fn new(file: File) -> Shipped {
+        Shipped {
+            file,
+            uploaded: 0,
+            in_bucket: false,
+        }
+    }
+
+    /// A file whose first `end` bytes the bucket already holds (a resumed chain).
+    pub fn resumed(file: File, end: u64) -> Shipped {
+        Shipped {
+            file,
+            uploaded: end,
+            in_bucket: true,
+        }
+    }
+
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded
+    }
+
+    pub fn in_bucket(&self) -> bool {
+        self.in_bucket
+    }
+
+    /// Whether a length of `len` calls for an upload.
+    pub fn behind(&self, len: u64) -> bool {
+        !self.in_bucket || len > self.uploaded
+    }
+
+    /// Uploads what the bucket lacks up to `len`: from 0 while the generation holds nothing of
+    /// the file, else from the end of what it holds. Progress is kept object by object.
+    pub fn ship(
+        &mut self,
+        up: &mut Uploader,
+        generation: GenId,
+        part: &str,
+        len: u64,
+        time_ms: u64,
+    ) -> std::result::Result<(), S3Error> {
+        let start = if self.in_bucket { self.uploaded } else { 0 };
+        let r = up.put_deltas(
+            generation,
+            part,
+            &self.file,
+            (start, len),
+            time_ms,
+            &mut self.uploaded,
+        );
+        // Part of a large range may be stored even if the rest failed.
+        self.in_bucket |= r.is_ok() || self.uploaded > 0;
+        r
+    }
+
+    /// Starts over in a new generation: the bucket holds nothing of it there.
+    pub fn restart(&mut self) {
+        self.uploaded = 0;
+        self.in_bucket = false;
+    }
+
+    /// Bytes on disk not uploaded yet.
+    pub fn pending(&self) -> u64 {
+        self.file
+            .metadata()
+            .map(|m| m.len().saturating_sub(self.uploaded))
+            .unwrap_or(0)
+    }
+}
+
 /// What one look at a followed file calls for. Pure: see [`decide`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -374,13 +455,9 @@ enum Label {
 
 /// A file being followed.
 struct Tracked {
-    file: File,
+    shipped: Shipped,
     id: FileId,
     generation: GenId,
-    uploaded: u64,
-    /// Whether the generation's first object is stored. It is uploaded even when empty, so that
-    /// a file truncated to nothing is a recovery point too.
-    in_bucket: bool,
 }
 
 /// Follows one append-only file.
@@ -446,11 +523,9 @@ impl FileFollower {
                     r.end
                 );
                 self.tracked = Some(Tracked {
-                    file,
+                    shipped: Shipped::resumed(file, r.end),
                     id,
                     generation: r.generation,
-                    uploaded: r.end,
-                    in_bucket: true,
                 });
                 return Ok(true);
             }
@@ -484,56 +559,38 @@ impl FileFollower {
         // Tracked first, with nothing uploaded: a failed upload is retried by the next tick as
         // an append from 0 in this generation.
         self.tracked = Some(Tracked {
-            file,
+            shipped: Shipped::new(file),
             id,
             generation,
-            uploaded: 0,
-            in_bucket: false,
         });
         log::info!(
             "starting generation {} of {} ({why}, {len} bytes)",
             generation.number,
             self.path.display()
         );
-        self.upload(up, 0, len, true, Label::ObservedAt(seen))
+        self.upload(up, len, Label::ObservedAt(seen))
     }
 
+    /// Uploads the open file up to `len`, unless the bucket has it already.
     fn upload(
         &mut self,
         up: &mut Uploader,
-        start: u64,
-        end: u64,
-        first: bool,
+        len: u64,
         label: Label,
     ) -> std::result::Result<(), TickError> {
         let Some(t) = self.tracked.as_mut() else {
             return Ok(());
         };
-        if start == end && !first {
+        if !t.shipped.behind(len) {
             return Ok(());
         }
         let time = match label {
             Label::ObservedAt(ms) => up.clock.at_least(ms),
-            Label::Detached => up.clock.at_least(mtime_ms(&t.file)),
+            Label::Detached => up.clock.at_least(mtime_ms(&t.shipped.file)),
         };
-        let Tracked {
-            file,
-            generation,
-            uploaded,
-            in_bucket,
-            ..
-        } = t;
-        let r = up.put_deltas(
-            *generation,
-            layout::FILE_PART,
-            file,
-            (start, end),
-            time,
-            uploaded,
-        );
-        // Part of a large range may be stored even if the rest failed.
-        *in_bucket |= r.is_ok() || *uploaded > 0;
-        r.map_err(TickError::S3)
+        t.shipped
+            .ship(up, t.generation, layout::FILE_PART, len, time)
+            .map_err(TickError::S3)
     }
 
     /// One look at the file, acting until nothing is left to do.
@@ -545,19 +602,21 @@ impl FileFollower {
             let Some(t) = self.tracked.as_ref() else {
                 return Ok(());
             };
-            if !t.in_bucket {
+            if !t.shipped.in_bucket() {
                 // The first object of this generation is not stored yet (its upload failed).
                 let seen = timestamp::now_ms();
                 let len = t
+                    .shipped
                     .file
                     .metadata()
                     .map_err(|e| Error::io("cannot stat", &self.path, &e))?
                     .len();
-                self.upload(up, 0, len, true, Label::ObservedAt(seen))?;
+                self.upload(up, len, Label::ObservedAt(seen))?;
                 continue;
             }
             let seen = timestamp::now_ms();
             let open_len = t
+                .shipped
                 .file
                 .metadata()
                 .map_err(|e| Error::io("cannot stat", &self.path, &e))?
@@ -578,22 +637,22 @@ impl FileFollower {
                     None
                 }
             };
-            match decide(t.uploaded, open_len, t.id, path_id) {
+            match decide(t.shipped.uploaded(), open_len, t.id, path_id) {
                 Step::Idle => return Ok(()),
-                Step::Append { start, end } => {
+                Step::Append { end, .. } => {
                     let label = match path_id == Some(t.id) {
                         true => Label::ObservedAt(seen),
                         false => Label::Detached,
                     };
-                    self.upload(up, start, end, false, label)?
+                    self.upload(up, end, label)?
                 }
                 Step::Truncated { len } => {
                     let Some(old) = self.tracked.take() else {
                         return Ok(());
                     };
                     let generation = self.new_generation();
-                    let why = format!("truncated from {} to {len} bytes", old.uploaded);
-                    self.start_generation(up, old.file, old.id, generation, &why)?;
+                    let why = format!("truncated from {} to {len} bytes", old.shipped.uploaded());
+                    self.start_generation(up, old.shipped.file, old.id, generation, &why)?;
                 }
                 Step::Replaced => {
                     self.tracked = None;
@@ -620,14 +679,7 @@ impl FileFollower {
 
     /// Bytes on disk not yet uploaded.
     fn pending(&self) -> u64 {
-        match &self.tracked {
-            Some(t) => t
-                .file
-                .metadata()
-                .map(|m| m.len().saturating_sub(t.uploaded))
-                .unwrap_or(0),
-            None => 0,
-        }
+        self.tracked.as_ref().map_or(0, |t| t.shipped.pending())
     }
 }
 
