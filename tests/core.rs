@@ -311,25 +311,9 @@ fn ranges_larger_than_the_object_limit_are_split() {
     let file = work.path("big");
     let data: Vec<u8> = (0..3_670_016u32).map(|i| (i * 7 % 253) as u8).collect(); // 3.5 MiB
     std::fs::write(&file, &data).unwrap();
-    let child = s3
-        .petrify()
-        .env("PETRIFY_MAX_OBJECT_BYTES", "1048576")
-        .args([
-            "persist",
-            "--bucket",
-            BUCKET,
-            "--prefix",
-            "split",
-            "--interval",
-            "0.1",
-            "--file",
-        ])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let p = Proc::new(child, "persist");
+    let mut cmd = s3.persist_cmd(&s3.endpoint(), "split", &file, "0.1");
+    cmd.env("PETRIFY_MAX_OBJECT_BYTES", "1048576");
+    let p = spawn(cmd);
     wait_for("upload", T, || {
         s3.uploaded_end("split") == Some(data.len() as u64)
     });

@@ -288,23 +288,9 @@ fn no_secret_reaches_stdout_or_stderr_at_trace_level() {
     };
 
     // persist through 30% faults, with retries and error lines.
-    let child = cmd(&flaky.endpoint())
-        .args([
-            "persist",
-            "--bucket",
-            BUCKET,
-            "--prefix",
-            "sec",
-            "--interval",
-            "0.05",
-            "--file",
-        ])
-        .arg(&log)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let p = Proc::new(child, "persist");
+    let mut c = s3.persist_cmd(&flaky.endpoint(), "sec", &log, "0.05");
+    c.env("AWS_SESSION_TOKEN", token).env("RUST_LOG", "trace");
+    let p = spawn(c);
     for i in 0..10 {
         s3.append_and_wait("sec", &log, format!("line {i}\n").as_bytes());
     }

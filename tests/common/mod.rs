@@ -294,9 +294,19 @@ impl S3 {
 
     /// Starts `petrify persist` in the background, talking to `endpoint` (a proxy).
     pub fn persist_via(&self, endpoint: &str, prefix: &str, file: &Path, interval: &str) -> Proc {
-        let child = self
-            .petrify()
-            .env("AWS_ENDPOINT_URL", endpoint)
+        spawn(self.persist_cmd(endpoint, prefix, file, interval))
+    }
+
+    /// The `petrify persist` command line, for a test to add to before [`spawn`]ing it.
+    pub fn persist_cmd(
+        &self,
+        endpoint: &str,
+        prefix: &str,
+        file: &Path,
+        interval: &str,
+    ) -> Command {
+        let mut c = self.petrify();
+        c.env("AWS_ENDPOINT_URL", endpoint)
             .args([
                 "persist",
                 "--bucket",
@@ -307,12 +317,8 @@ impl S3 {
                 interval,
             ])
             .arg("--file")
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn petrify persist");
-        Proc::new(child, "petrify persist")
+            .arg(file);
+        c
     }
 
     pub fn recover(&self, prefix: &str, file: &Path, extra: &[&str]) -> Output {
@@ -742,4 +748,14 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+}
+
+/// Starts a petrify command in the background, its stderr collected (see [`Proc::wait_log`]).
+pub fn spawn(mut cmd: Command) -> Proc {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn petrify");
+    Proc::new(child, "petrify persist")
 }
