@@ -19,7 +19,7 @@ use crate::error::{Error, Exit, Result};
 use crate::layout::{self, Mode};
 use crate::recover::{Target, TempPath};
 use crate::s3::Store;
-use crate::tail::{Follower, Shipped, TickError, Uploader};
+use crate::tail::{ClockCheck, FileId, Follower, Shipped, TickError, Uploader, open_followed};
 
 /// Manifests are a few lines; anything larger is not one.
 const MAX_MANIFEST: u64 = 1 << 20;
@@ -132,6 +132,11 @@ pub struct AofDirFollower {
     parts: BTreeMap<String, Shipped>,
     /// The manifest bytes last stored in this generation.
     manifest_uploaded: Option<Vec<u8>>,
+    /// The folder itself when the generation started: a folder renamed over the path (a
+    /// restore) is another history.
+    dir_id: Option<FileId>,
+    /// Why the next tick must start a new generation (a held file was replaced).
+    must_restart: Option<String>,
     said_waiting: bool,
 }
 
@@ -141,6 +146,8 @@ struct Observation {
     entries: Vec<ManifestEntry>,
     /// Current length of each live file, measured after the manifest was read.
     lengths: BTreeMap<String, u64>,
+    /// A held file (or the folder) that the path no longer names: what was replaced.
+    replaced: Option<String>,
 }
 
 impl AofDirFollower {
@@ -155,6 +162,8 @@ impl AofDirFollower {
             next_number,
             parts: BTreeMap::new(),
             manifest_uploaded: None,
+            dir_id: None,
+            must_restart: None,
             said_waiting: false,
         };
         f.try_resume(gens)?;
@@ -168,7 +177,7 @@ impl AofDirFollower {
     /// Continues the bucket's newest generation when it is an `aofdir` one with the same base,
     /// and every file it holds is still a prefix of the local file (by CRC).
     fn try_resume(&mut self, gens: &[Generation]) -> Result<()> {
-        let Some(g) = gens.iter().max_by_key(|g| (g.last_time(), g.id)) else {
+        let Some(g) = gens.iter().max_by_key(|g| g.id) else {
             return Ok(());
         };
         let why_not = |why: String| {
@@ -205,14 +214,13 @@ impl AofDirFollower {
                 Err(e) => return why_not(e.to_string()),
             };
             let (end, crc) = chain::chain_crc(&plan);
-            let Ok(file) = File::open(self.path(name)) else {
+            let Ok(Some((file, meta))) = open_followed(&self.path(name)) else {
                 return why_not(format!("{name} is gone"));
             };
-            let local_crc = crate::tail::crc_prefix(&file, end);
-            if local_crc.ok() != Some(crc) {
-                return why_not(format!("{name} no longer starts with the uploaded bytes"));
-            }
-            parts.insert(name.clone(), Shipped::resumed(file, end));
+            match Shipped::resumed(file, FileId::of(&meta), end, crc) {
+                Ok(Ok(shipped)) => parts.insert(name.clone(), shipped),
+                _ => return why_not(format!("{name} no longer starts with the uploaded bytes")),
+            };
         }
         log::info!(
             "resuming generation {} of {} (base {})",
@@ -224,7 +232,12 @@ impl AofDirFollower {
         self.generation = Some(g.id);
         self.base = local_base;
         self.parts = parts;
+        self.dir_id = self.dir_id_now();
         Ok(())
+    }
+
+    fn dir_id_now(&self) -> Option<FileId> {
+        fs::metadata(&self.dir).ok().map(|m| FileId::of(&m))
     }
 
     fn manifest_name_now(&self) -> Result<Option<String>> {
@@ -269,16 +282,30 @@ impl AofDirFollower {
             };
             let entries = parse_manifest(&manifest).map_err(|e| self.bad_manifest(&e))?;
             let mut lengths = BTreeMap::new();
+            let mut replaced = None;
+            if self.dir_id.is_some() && self.dir_id_now() != self.dir_id {
+                replaced = Some("the folder".to_string());
+            }
             for e in live_files(&entries) {
-                if !self.parts.contains_key(&e.name) {
-                    let path = self.path(&e.name);
-                    match File::open(&path) {
-                        Ok(file) => {
-                            self.parts.insert(e.name.clone(), Shipped::new(file));
+                let path = self.path(&e.name);
+                if let Some(held) = self.parts.get(&e.name) {
+                    // Identity, not only the name: a restored folder reuses Redis's names.
+                    match fs::metadata(&path) {
+                        Ok(m) if FileId::of(&m) != held.id => {
+                            replaced.get_or_insert_with(|| e.name.clone());
+                        }
+                        Ok(_) => {}
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue 'again,
+                        Err(err) => return Err(Error::io("cannot stat", &path, &err)),
+                    }
+                } else {
+                    match open_followed(&path)? {
+                        Some((file, meta)) => {
+                            let id = FileId::of(&meta);
+                            self.parts.insert(e.name.clone(), Shipped::new(file, id));
                         }
                         // Renamed or deleted since the manifest was read: read it again.
-                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue 'again,
-                        Err(err) => return Err(Error::io("cannot open", &path, &err)),
+                        None => continue 'again,
                     }
                 }
                 let part = &self.parts[&e.name];
@@ -295,6 +322,7 @@ impl AofDirFollower {
                         manifest,
                         entries,
                         lengths,
+                        replaced,
                     }));
                 }
                 _ => continue 'again,
@@ -307,13 +335,18 @@ impl AofDirFollower {
     /// Uploads the growth of every held file through its descriptor, labelled with the file's
     /// modification time: a file Redis has moved on from stopped changing then, so that is the
     /// moment its old generation's last recovery point describes.
-    fn finish_generation(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
+    /// `changed`: a file whose uploaded bytes are no longer its own, left as it was.
+    fn finish_generation(
+        &mut self,
+        up: &mut Uploader,
+        changed: Option<&str>,
+    ) -> std::result::Result<(), TickError> {
         let Some(generation) = self.generation else {
             return Ok(());
         };
         let mut tails: Vec<(u64, String, u64)> = Vec::new();
         for (name, p) in &self.parts {
-            if !p.in_bucket() {
+            if !p.in_bucket() || changed == Some(name.as_str()) {
                 continue;
             }
             let meta = p
@@ -336,7 +369,8 @@ impl AofDirFollower {
         Ok(())
     }
 
-    fn start_generation(&mut self, obs: &Observation, why: &str) {
+    fn start_generation(&mut self, up: &mut Uploader, seen: u64, obs: &Observation, why: &str) {
+        up.clock.start_generation(seen);
         let id = GenId {
             number: self.next_number,
             mode: Mode::AofDir,
@@ -345,6 +379,7 @@ impl AofDirFollower {
         self.generation = Some(id);
         self.base = base_of(&obs.entries);
         self.manifest_uploaded = None;
+        self.dir_id = self.dir_id_now();
         // Files the new manifest does not list are closed; the others start over in the new
         // generation (whole content: generations share no objects).
         self.parts.retain(|name, _| obs.lengths.contains_key(name));
@@ -385,11 +420,44 @@ pub fn refuse_foreign_folder(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+impl AofDirFollower {
+    /// Whether the observation holds anything the bucket lacks.
+    fn has_news(&self, obs: &Observation) -> bool {
+        self.manifest_uploaded.as_deref() != Some(&obs.manifest[..])
+            || obs
+                .lengths
+                .iter()
+                .any(|(name, len)| self.parts.get(name).is_some_and(|p| p.behind(*len)))
+    }
+}
+
 fn base_of(entries: &[ManifestEntry]) -> Option<String> {
     entries
         .iter()
         .find(|e| e.kind == FileType::Base)
         .map(|e| e.name.clone())
+}
+
+impl AofDirFollower {
+    /// Compares every held file that the bucket holds bytes of with those bytes (see
+    /// [`crate::tail::verify`]): the first one that differs, and how.
+    fn changed_part(&mut self, obs: &Observation) -> Result<Option<(String, String)>> {
+        for (name, &len) in &obs.lengths {
+            let Some(p) = self.parts.get_mut(name) else {
+                continue;
+            };
+            if len < p.uploaded() {
+                continue; // a shrink: said as such by the caller
+            }
+            let check = p
+                .verify()
+                .map_err(|e| Error::io("cannot read", &self.dir.join(name), &e))?;
+            if let Err(m) = check {
+                return Ok(Some((name.clone(), m.0)));
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl Follower for AofDirFollower {
@@ -400,44 +468,78 @@ impl Follower for AofDirFollower {
         let Some(obs) = self.observe()? else {
             return Ok(());
         };
+        if let Some(what) = &obs.replaced {
+            // Redis never reuses a name for another file: a replaced one means the folder was
+            // restored or replaced under Redis. The held files are the old history; finish it
+            // and start again from the files the path names now.
+            log::warn!(
+                "{}: {what} is no longer the one persist holds open (the folder was restored or \
+                 replaced): starting a new generation from what is there now",
+                self.dir.display()
+            );
+            self.finish_generation(up, None)?;
+            self.parts.clear();
+            self.dir_id = None;
+            self.must_restart = Some(format!("{what} replaced"));
+            return self.tick(up);
+        }
+        let changed = self.changed_part(&obs)?;
         let shrank = obs
             .lengths
             .iter()
             .find(|(name, len)| self.parts.get(*name).is_some_and(|p| **len < p.uploaded()));
-        let why = match (&self.generation, shrank) {
-            (None, _) => Some("new folder".to_string()),
-            (Some(_), Some((name, len))) => Some(format!(
-                "{name} shrank to {len} bytes (Redis truncated it after a crash?)"
+        let mut why = match (&self.generation, shrank, &changed) {
+            (None, _, _) => Some((false, "new folder".to_string())),
+            (Some(_), Some((name, len)), _) => Some((
+                true,
+                format!("{name} shrank to {len} bytes (Redis truncated it after a crash?)"),
             )),
-            (Some(_), None) if base_of(&obs.entries) != self.base => {
-                Some("new base file after a rewrite".into())
+            (Some(_), None, Some((name, what))) => Some((
+                true,
+                format!("{name}: {what}; the bytes in the bucket are no longer the file's"),
+            )),
+            (Some(_), None, None) if base_of(&obs.entries) != self.base => {
+                Some((false, "new base file after a rewrite".into()))
             }
             _ => None,
         };
-        if let Some(why) = why {
-            self.finish_generation(up)?;
-            self.start_generation(&obs, &why);
+        if let Some(w) = self.must_restart.take() {
+            why = Some((true, w));
+        }
+        if why.is_none() && self.has_news(&obs) {
+            match up.clock.check(seen) {
+                ClockCheck::Ok => {}
+                ClockCheck::Wait(d) => {
+                    std::thread::sleep(d);
+                    return self.tick(up); // observe again, after the wait
+                }
+                ClockCheck::SteppedBack(_) => why = Some((true, "the clock went back".into())),
+            }
+        }
+        if let Some((surprising, why)) = why {
+            if surprising {
+                log::warn!("{}: {why}", self.dir.display());
+            }
+            self.finish_generation(up, changed.as_ref().map(|(n, _)| n.as_str()))?;
+            self.start_generation(up, seen, &obs, &why);
         }
         let Some(generation) = self.generation else {
             return Ok(());
         };
-        let changed_files: Vec<(&String, &u64)> = obs
-            .lengths
-            .iter()
-            .filter(|(name, len)| self.parts.get(*name).is_some_and(|p| p.behind(**len)))
-            .collect();
-        let manifest_changed = self.manifest_uploaded.as_deref() != Some(&obs.manifest[..]);
-        if changed_files.is_empty() && !manifest_changed {
+        if !self.has_news(&obs) {
             return Ok(()); // idle: no request
         }
         let time = up.clock.at_least(seen);
-        for (name, &len) in changed_files {
+        for (name, &len) in &obs.lengths {
             let Some(p) = self.parts.get_mut(name) else {
                 continue;
             };
-            p.ship(up, generation, name, len, time)
-                .map_err(TickError::S3)?;
+            if p.behind(len) {
+                p.ship(up, generation, name, len, time)
+                    .map_err(TickError::S3)?;
+            }
         }
+        let manifest_changed = self.manifest_uploaded.as_deref() != Some(&obs.manifest[..]);
         if manifest_changed || !self.parts.values().all(|p| p.in_bucket()) {
             let Some(manifest_name) = self.manifest_name.clone() else {
                 return Ok(());
@@ -481,7 +583,11 @@ pub fn recover_dir(
     let damaged = |e: chain::ChainError| {
         Error::new(
             Exit::Data,
-            format!("generation {} is damaged: {e}", g.id.number),
+            format!(
+                "generation {} is damaged: {e}; `petrify list` shows the points that can \
+                 still be recovered",
+                g.id.number
+            ),
         )
     };
     let manifest_name = chain::manifest_part(g).ok_or_else(|| {

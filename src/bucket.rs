@@ -11,7 +11,6 @@ pub struct Bucketed {
     pub generations: Vec<Generation>,
     /// The next unused generation number.
     pub next_number: u64,
-    pub last_time_ms: u64,
 }
 
 /// Lists the prefix once. A permanent error (credentials, bucket) is fatal to the caller.
@@ -22,11 +21,9 @@ pub fn survey(store: &Store, root: &str) -> Result<Bucketed> {
     let objects = parse_listing(root, listed);
     let generations = chain::generations(objects);
     let next_number = generations.iter().map(|g| g.id.number).max().unwrap_or(0) + 1;
-    let last_time_ms = generations.iter().map(|g| g.last_time()).max().unwrap_or(0);
     Ok(Bucketed {
         generations,
         next_number,
-        last_time_ms,
     })
 }
 

@@ -77,7 +77,8 @@ petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [options]
 
 Follows PATH (an append-only file, or a Redis 7 appendonlydir/ folder) and uploads every
 newly appended byte range to s3://B/P/ each interval. Resumes an existing chain on restart.
-Stops cleanly on SIGTERM or SIGINT after uploading what is pending.
+Checks each interval that what was uploaded is still the file's (a change starts a new
+generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is pending.
 
   --file PATH        the file or folder to follow (waited for if it does not exist yet)
   --interval SECONDS how often to look for new bytes (default 1; fractions allowed, >= 0.01)
@@ -103,7 +104,8 @@ petrify list --bucket B --prefix P [options]
 Prints the recovery points under s3://B/P/, oldest first, one per line:
   TIME (RFC 3339 UTC, milliseconds)  UNIX-SECONDS  GENERATION  BYTES
 Either time can be given to recover --at-timestamp. BYTES is the file's size at that point
-(for a folder, all its files together).
+(for a folder, all its files together). Points whose chain misses an object are not listed:
+they are named on stderr, and list exits with status 65.
 ";
 
 /// Parses the arguments after argv[0]. `argv0` picks the command when the binary is invoked as

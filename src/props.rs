@@ -181,10 +181,17 @@ fn manifests_never_panic_and_never_name_a_path() {
 #[test]
 fn leases_never_panic() {
     let mut r = Rng(0x1ea5_e000_0000_0001);
-    let valid = "petrify-writer-lease 1\nhost db1\npid 42\nsince 1764104645000\nid a-1\nfile /x\n";
-    assert!(crate::lease::Lease::parse(valid).is_some());
+    let valid = "petrify-writer-lease 1\nhost db1\npid 42\nsince 1764104645000\nid a-1\n\
+                 boot b-1\nstarted 77\nfile /x\n";
+    let me = crate::lease::Lease::parse(valid).unwrap();
     for _ in 0..cases() {
         let bad = r.mutate(valid);
-        let _ = crate::lease::judge(Some(bad.as_bytes()), "db1", |_| false);
+        let _ = crate::lease::judge(Some(bad.as_bytes()), &me, |_| None);
+        let _ = crate::lease::judge(Some(bad.as_bytes()), &me, |_| {
+            Some(crate::lease::ProcInfo {
+                started: 77,
+                is_petrify: true,
+            })
+        });
     }
 }

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use rusty_s3::actions::{ListObjectsV2, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 
+/// A difference between our clock and the server's worth naming in an error: S3 refuses
+/// requests signed more than 15 minutes away from its own time.
+const SKEW_WORTH_SAYING_S: i64 = 300;
+
 /// How long a presigned request stays valid. It is signed just before it is sent, and again for
 /// every retry, so this only needs to cover one request; an hour covers a multi-GB delta.
 const PRESIGN_FOR: Duration = Duration::from_secs(3600);
@@ -42,6 +46,10 @@ pub enum S3Error {
         status: u16,
         code: Option<String>,
         message: Option<String>,
+        /// The server's clock minus ours, in seconds, when its `Date` header differs by more
+        /// than [`SKEW_WORTH_SAYING_S`]: requests are signed with our clock, so a skewed one is
+        /// refused, often in words that blame the credentials.
+        skew_s: Option<i64>,
     },
     /// Something answered, but not like S3 does (HTML, garbage XML, wrong length).
     NotS3(String),
@@ -87,6 +95,7 @@ impl fmt::Display for S3Error {
                 status,
                 code,
                 message,
+                skew_s,
             } => {
                 write!(f, "S3 answered {status}")?;
                 if let Some(c) = code {
@@ -94,6 +103,24 @@ impl fmt::Display for S3Error {
                 }
                 if let Some(m) = message {
                     write!(f, " ({m})")?;
+                }
+                let skewed = code.as_deref() == Some("RequestTimeTooSkewed")
+                    || (*status == 403 && skew_s.is_some());
+                if skewed {
+                    return match skew_s {
+                        Some(s) => write!(
+                            f,
+                            ": this host's clock is {}s {} the server's; requests are signed \
+                             with it: set the clock right (NTP)",
+                            s.abs(),
+                            if *s > 0 { "behind" } else { "ahead of" }
+                        ),
+                        None => write!(
+                            f,
+                            ": this host's clock differs from the server's; requests are \
+                             signed with it: set the clock right (NTP)"
+                        ),
+                    };
                 }
                 let hint = match (status, code.as_deref()) {
                     (_, Some("NoSuchBucket")) => "check --bucket, or create the bucket",
@@ -323,6 +350,14 @@ fn check(
     if (200..300).contains(&status) {
         return Ok(resp);
     }
+    let now_s = (crate::timestamp::now_ms() / 1000) as i64;
+    let skew_s = resp
+        .headers()
+        .get("date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::timestamp::parse_http_date)
+        .map(|server_s| server_s - now_s)
+        .filter(|d| d.abs() > SKEW_WORTH_SAYING_S);
     let body = resp
         .body_mut()
         .with_config()
@@ -341,16 +376,58 @@ fn check(
         status,
         code,
         message,
+        skew_s,
     })
 }
 
+/// The text of the first `<name>` element, its entities decoded.
 fn xml_field(body: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
     let start = body.find(&open)? + open.len();
     let len = body[start..].find(&close)?;
-    let v = body[start..start + len].trim();
-    (!v.is_empty()).then(|| v.to_string())
+    let v = xml_unescape(body[start..start + len].trim());
+    (!v.is_empty()).then_some(v)
+}
+
+/// Decodes XML's five named entities and numeric character references; anything else is kept
+/// as it is.
+fn xml_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let decoded = rest.find(';').filter(|&j| j <= 10).and_then(|j| {
+            let c = match &rest[1..j] {
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "amp" => Some('&'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                e => e
+                    .strip_prefix("#x")
+                    .map(|h| u32::from_str_radix(h, 16))
+                    .or_else(|| e.strip_prefix('#').map(|d| d.parse::<u32>()))
+                    .and_then(|n| n.ok())
+                    .and_then(char::from_u32)
+                    .filter(|c| !c.is_control()),
+            };
+            c.map(|c| (c, j + 1))
+        });
+        match decoded {
+            Some((c, n)) => {
+                out.push(c);
+                rest = &rest[n..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Describes a transport error without its URL (ureq's `BadUri` carries one).
@@ -477,6 +554,7 @@ mod tests {
             status,
             code: code.map(String::from),
             message: None,
+            skew_s: None,
         };
         assert!(st(503, Some("SlowDown")).is_transient());
         assert!(st(500, None).is_transient());
@@ -499,6 +577,29 @@ mod tests {
         );
         assert_eq!(xml_field(body, "Message").as_deref(), Some("nope"));
         assert_eq!(xml_field(body, "Missing"), None);
+        let body = "<Error><Code>AccessDenied</Code><Message>Can&apos;t &quot;x&quot; &lt;&amp;&gt; \
+                    &#65;&#x42; &bogus; &#0; a&b</Message></Error>";
+        assert_eq!(
+            xml_field(body, "Message").as_deref(),
+            Some("Can't \"x\" <&> AB &bogus; &#0; a&b")
+        );
+    }
+
+    #[test]
+    fn a_skewed_clock_is_named_not_the_credentials() {
+        let e = |code: &str, skew_s| S3Error::Status {
+            status: 403,
+            code: Some(code.into()),
+            message: None,
+            skew_s,
+        };
+        let m = e("RequestTimeTooSkewed", Some(-900)).to_string();
+        assert!(m.contains("clock is 900s ahead of the server's"), "{m}");
+        let m = e("SignatureDoesNotMatch", Some(3600)).to_string();
+        assert!(m.contains("clock is 3600s behind"), "{m}");
+        assert!(!m.contains("AWS_SECRET_ACCESS_KEY"), "{m}");
+        let m = e("SignatureDoesNotMatch", None).to_string();
+        assert!(m.contains("AWS_SECRET_ACCESS_KEY"), "{m}");
     }
 
     #[test]
@@ -523,6 +624,7 @@ mod tests {
                 status: 403,
                 code: None,
                 message: None,
+                skew_s: None,
             })
         });
         assert!(r.is_err());

@@ -6,15 +6,20 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::chain::{self, GenId, Generation};
+use crate::chain::{GenId, Generation};
 use crate::cli::Persist;
 use crate::error::{Error, Exit, Result};
-use crate::layout::{self, Kind, Mode, ObjectKey};
+use crate::layout::{self, Kind, ObjectKey};
 use crate::s3::{Backoff, S3Error, Store};
 use crate::{bucket, lease, signal, timestamp};
+
+pub mod file;
+pub mod verify;
+
+use verify::{Capture, Witness};
 
 /// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
 /// read twice (CRC, then upload), so memory stays flat whatever the range.
@@ -52,15 +57,56 @@ impl From<Error> for TickError {
     }
 }
 
-/// Hands out observation times: Unix milliseconds, strictly increasing, so that every recovery
-/// point has its own time and a clock stepping back cannot reorder a chain.
+/// A step back of the clock smaller than this is waited out; a larger one starts a new
+/// generation (see [`Clock::check`]).
+pub const CLOCK_STEP_TOLERANCE_MS: u64 = 1000;
+
+/// Hands out observation times: Unix milliseconds, strictly increasing within a generation, so
+/// that every recovery point has its own time and a chain's order is its times' order.
 pub struct Clock {
     last_ms: u64,
+}
+
+/// What [`Clock::check`] makes of the time now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockCheck {
+    /// Later than every time handed out: use it.
+    Ok,
+    /// Slightly earlier (a small step back, or several points within one millisecond): wait
+    /// this long rather than label a point with a time that has not come yet.
+    Wait(Duration),
+    /// The clock went back by this many milliseconds: a new generation must start, on the true
+    /// clock (generations are ordered by number, so its earlier times shadow nothing).
+    SteppedBack(u64),
 }
 
 impl Clock {
     pub fn after(last_ms: u64) -> Clock {
         Clock { last_ms }
+    }
+
+    /// Whether `now_ms` can label the next point of the current generation.
+    pub fn check(&self, now_ms: u64) -> ClockCheck {
+        if now_ms > self.last_ms {
+            ClockCheck::Ok
+        } else if self.last_ms - now_ms < CLOCK_STEP_TOLERANCE_MS {
+            ClockCheck::Wait(Duration::from_millis(self.last_ms - now_ms + 1))
+        } else {
+            ClockCheck::SteppedBack(self.last_ms - now_ms)
+        }
+    }
+
+    /// A new generation starts at `now_ms`: if the clock went back, its times restart from the
+    /// true clock (said at WARN) instead of continuing from times that have not come yet.
+    pub fn start_generation(&mut self, now_ms: u64) {
+        if let ClockCheck::SteppedBack(by) = self.check(now_ms) {
+            log::warn!(
+                "the clock went back: it is {:.3}s behind the last recovery point's time (it was \
+                 ahead and has been set right?); the new generation's points carry true times",
+                by as f64 / 1000.0
+            );
+            self.last_ms = 0;
+        }
     }
 
     /// A time no earlier than `ms` (a file's modification time, say), still strictly after every
@@ -94,8 +140,9 @@ impl Uploader<'_> {
     /// Uploads `[start, end)` of `file` as deltas of `part` in `generation`, observed at
     /// `time_ms`: one object, or several of at most `max_object` bytes each (S3 refuses a
     /// single PUT over 5 GiB; a catch-up after a long outage, or a large Redis base, can be
-    /// bigger). `done` follows each object S3 has acknowledged, so a failure keeps the progress.
-    /// An empty range is uploaded as one empty object (a generation's start).
+    /// bigger). `done` follows each object S3 has acknowledged, with the bytes it holds, so a
+    /// failure keeps the progress. An empty range is uploaded as one empty object (a
+    /// generation's start).
     fn put_deltas(
         &mut self,
         generation: GenId,
@@ -103,7 +150,7 @@ impl Uploader<'_> {
         file: &File,
         (start, end): (u64, u64),
         time_ms: u64,
-        done: &mut u64,
+        done: &mut Witness,
     ) -> std::result::Result<(), S3Error> {
         let mut from = start;
         loop {
@@ -113,8 +160,8 @@ impl Uploader<'_> {
                 start: from,
                 end: to,
             };
-            self.put_delta(generation, part, src, time_ms)?;
-            *done = to;
+            let (key, capture) = self.put_delta(generation, part, src, time_ms)?;
+            done.extend(capture, key.crc);
             from = to;
             if from >= end {
                 return Ok(());
@@ -122,19 +169,22 @@ impl Uploader<'_> {
         }
     }
 
-    /// Uploads `[start, end)` of `file` as one delta. Returns the key once S3 answered 2xx.
+    /// Uploads `[start, end)` of `file` as one delta. Returns the key once S3 answered 2xx, and
+    /// what the file's [`Witness`] keeps of the bytes sent.
     fn put_delta(
         &mut self,
         generation: GenId,
         part: &str,
         src: Source<'_>,
         time_ms: u64,
-    ) -> std::result::Result<ObjectKey, S3Error> {
+    ) -> std::result::Result<(ObjectKey, Capture), S3Error> {
         let len = src.end - src.start;
         let mut buffered = Vec::new();
+        let mut capture = Capture::new(src.start, src.end);
         let crc = if len <= BUFFER_LIMIT {
             buffered = vec![0; len as usize];
             read_exact_at(src.file, &mut buffered, src.start).map_err(local)?;
+            capture.feed(src.start, &buffered);
             crc32fast::hash(&buffered)
         } else {
             crc_range(src.file, src.start, src.end).map_err(local)?
@@ -157,10 +207,12 @@ impl Uploader<'_> {
                 end: src.end,
                 hasher: crc32fast::Hasher::new(),
                 expect: crc,
+                capture,
             };
             self.store.put(&full, &mut reader, len)?;
+            capture = reader.capture;
         }
-        Ok(self.stored(key))
+        Ok((self.stored(key), capture))
     }
 
     /// Uploads a whole small file already in memory (a Redis manifest) as a `snap` object.
@@ -268,6 +320,7 @@ struct RangeReader<'a> {
     end: u64,
     hasher: crc32fast::Hasher,
     expect: u32,
+    capture: Capture,
 }
 
 impl Read for RangeReader<'_> {
@@ -284,6 +337,7 @@ impl Read for RangeReader<'_> {
             ));
         }
         self.hasher.update(&buf[..n]);
+        self.capture.feed(self.pos, &buf[..n]);
         self.pos += n as u64;
         if self.pos == self.end && self.hasher.clone().finalize() != self.expect {
             return Err(io::Error::other("the file changed during the upload"));
@@ -292,11 +346,15 @@ impl Read for RangeReader<'_> {
     }
 }
 
-/// An open file's progress into one generation: how much of it the bucket holds. Shared by the
-/// single-file and the Redis-folder followers.
+/// An open file's progress into one generation: how much of it the bucket holds, and what
+/// proves those bytes are still the file's. Shared by the single-file and the Redis-folder
+/// followers.
 pub struct Shipped {
     pub file: File,
-    uploaded: u64,
+    /// What the file was when opened: a path naming another file now was replaced.
+    pub id: FileId,
+    /// The uploaded prefix `[0, witness.len())`, and what it looked like as sent.
+    witness: Witness,
     /// Whether the generation holds this file's first object. It is uploaded even when empty,
     /// so that a file truncated to nothing, or a new empty incremental file, is in the point.
     in_bucket: bool,
@@ -304,25 +362,38 @@ pub struct Shipped {
 
 impl Shipped {
     /// A file the generation holds nothing of yet.
-    pub fn new(file: File) -> Shipped {
+    pub fn new(file: File, id: FileId) -> Shipped {
         Shipped {
             file,
-            uploaded: 0,
+            id,
+            witness: Witness::empty(),
             in_bucket: false,
         }
     }
 
-    /// A file whose first `end` bytes the bucket already holds (a resumed chain).
-    pub fn resumed(file: File, end: u64) -> Shipped {
-        Shipped {
-            file,
-            uploaded: end,
-            in_bucket: true,
+    /// A file whose first `end` bytes, with CRC-32 `crc`, the bucket already holds (a resumed
+    /// chain): checked here. `Ok(Err(file))` when the file no longer starts with exactly those
+    /// bytes.
+    pub fn resumed(
+        file: File,
+        id: FileId,
+        end: u64,
+        crc: u32,
+    ) -> io::Result<std::result::Result<Shipped, File>> {
+        if file.metadata()?.len() < end || crc_prefix(&file, end)? != crc {
+            return Ok(Err(file));
         }
+        let witness = Witness::resumed(&file, end, crc)?;
+        Ok(Ok(Shipped {
+            file,
+            id,
+            witness,
+            in_bucket: true,
+        }))
     }
 
     pub fn uploaded(&self) -> u64 {
-        self.uploaded
+        self.witness.len()
     }
 
     pub fn in_bucket(&self) -> bool {
@@ -331,7 +402,16 @@ impl Shipped {
 
     /// Whether a length of `len` calls for an upload.
     pub fn behind(&self, len: u64) -> bool {
-        !self.in_bucket || len > self.uploaded
+        !self.in_bucket || len > self.uploaded()
+    }
+
+    /// Whether the bytes uploaded are still the file's (see [`verify`]). `Ok(Err(_))` says what
+    /// differs.
+    pub fn verify(&mut self) -> io::Result<std::result::Result<(), verify::Mismatch>> {
+        if !self.in_bucket {
+            return Ok(Ok(()));
+        }
+        self.witness.check(&self.file)
     }
 
     /// Uploads what the bucket lacks up to `len`: from 0 while the generation holds nothing of
@@ -344,23 +424,23 @@ impl Shipped {
         len: u64,
         time_ms: u64,
     ) -> std::result::Result<(), S3Error> {
-        let start = if self.in_bucket { self.uploaded } else { 0 };
+        let start = self.uploaded();
         let r = up.put_deltas(
             generation,
             part,
             &self.file,
             (start, len),
             time_ms,
-            &mut self.uploaded,
+            &mut self.witness,
         );
         // Part of a large range may be stored even if the rest failed.
-        self.in_bucket |= r.is_ok() || self.uploaded > 0;
+        self.in_bucket |= r.is_ok() || self.uploaded() > 0;
         r
     }
 
     /// Starts over in a new generation: the bucket holds nothing of it there.
     pub fn restart(&mut self) {
-        self.uploaded = 0;
+        self.witness = Witness::empty();
         self.in_bucket = false;
     }
 
@@ -368,322 +448,12 @@ impl Shipped {
     pub fn pending(&self) -> u64 {
         self.file
             .metadata()
-            .map(|m| m.len().saturating_sub(self.uploaded))
+            .map(|m| m.len().saturating_sub(self.uploaded()))
             .unwrap_or(0)
     }
 }
 
-/// What one look at a followed file calls for. Pure: see [`decide`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Nothing new.
-    Idle,
-    /// Upload `[start, end)` of the open file.
-    Append { start: u64, end: u64 },
-    /// The open file is shorter than what was uploaded: it was truncated in place.
-    Truncated { len: u64 },
-    /// The path names another file now, and the open one is fully uploaded: switch to it.
-    Replaced,
-}
-
-/// Decides the next step for a followed file from what was uploaded of it (`uploaded`), its
-/// current length through the open descriptor (`open_len`), and what the path names now.
-/// The old file's remaining bytes always go first, so a rewrite never loses its tail.
-pub fn decide(uploaded: u64, open_len: u64, open_id: FileId, path_id: Option<FileId>) -> Step {
-    if open_len < uploaded {
-        Step::Truncated { len: open_len }
-    } else if open_len > uploaded {
-        Step::Append {
-            start: uploaded,
-            end: open_len,
-        }
-    } else if path_id.is_some_and(|p| p != open_id) {
-        Step::Replaced
-    } else {
-        Step::Idle
-    }
-}
-
-/// How a resumed chain ends: the generation, and the chain's length and CRC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChainEnd {
-    pub generation: GenId,
-    pub end: u64,
-    pub crc: u32,
-}
-
-/// The chain a restarted `persist` of a single file could continue: the newest generation's
-/// newest point, if it is a `file` generation whose chain is whole. Pure.
-pub fn resumable(gens: &[Generation]) -> std::result::Result<ChainEnd, String> {
-    let Some(g) = gens.iter().max_by_key(|g| (g.last_time(), g.id)) else {
-        return Err("the prefix holds no chain yet".into());
-    };
-    if g.id.mode != Mode::File {
-        return Err(format!(
-            "the newest generation {} is a {} backup, not a single file",
-            g.id.number,
-            g.id.mode.as_str()
-        ));
-    }
-    let objs = g
-        .parts
-        .get(layout::FILE_PART)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let plan = chain::plan_part(objs, u64::MAX)
-        .map_err(|e| format!("generation {} cannot be continued: {e}", g.id.number))?;
-    let (end, crc) = chain::chain_crc(&plan);
-    Ok(ChainEnd {
-        generation: g.id,
-        end,
-        crc,
-    })
-}
-
-/// The observation time an upload is labelled with.
-#[derive(Debug, Clone, Copy)]
-enum Label {
-    /// Unix ms taken just *before* the length was read: every byte the datastore had written
-    /// by then is in the range, so a write acknowledged before a recovery point's time is in it.
-    ObservedAt(u64),
-    /// A file no longer at its path (replaced by a rewrite, or deleted) stopped being the
-    /// datastore's log when it was last written: its last bytes are labelled with its
-    /// modification time, or the old generation's last point would claim writes that went to
-    /// the new file.
-    Detached,
-}
-
-/// A file being followed.
-struct Tracked {
-    shipped: Shipped,
-    id: FileId,
-    generation: GenId,
-}
-
-/// Follows one append-only file.
-struct FileFollower {
-    path: PathBuf,
-    tracked: Option<Tracked>,
-    next_number: u64,
-    /// A chain found in the bucket at start, to continue if the file still matches it.
-    resume: Option<ChainEnd>,
-    said_waiting: bool,
-    said_vanished: bool,
-}
-
-impl FileFollower {
-    fn new_generation(&mut self) -> GenId {
-        let id = GenId {
-            number: self.next_number,
-            mode: Mode::File,
-        };
-        self.next_number += 1;
-        id
-    }
-
-    /// Opens the path if it exists. Continues the bucket's chain when the file still starts
-    /// with exactly its bytes, otherwise starts a new generation (and says why).
-    fn open(&mut self, up: &mut Uploader) -> std::result::Result<bool, TickError> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !self.said_waiting {
-                    log::info!("waiting for {} to appear", self.path.display());
-                    self.said_waiting = true;
-                }
-                return Ok(false);
-            }
-            Err(e) => return Err(Error::io("cannot open", &self.path, &e).into()),
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("cannot stat", &self.path, &e))?;
-        if meta.is_dir() {
-            return Err(Error::new(
-                Exit::Usage,
-                format!(
-                    "{} is a folder without a Redis manifest (*.manifest): give an append-only \
-                     file or a Redis 7 appendonlydir/",
-                    self.path.display()
-                ),
-            )
-            .into());
-        }
-        let id = FileId::of(&meta);
-        if let Some(r) = self.resume.take() {
-            let matches = meta.len() >= r.end
-                && crc_range(&file, 0, r.end)
-                    .map_err(|e| Error::io("cannot read", &self.path, &e))?
-                    == r.crc;
-            if matches {
-                log::info!(
-                    "resuming generation {} of {} at byte {}",
-                    r.generation.number,
-                    self.path.display(),
-                    r.end
-                );
-                self.tracked = Some(Tracked {
-                    shipped: Shipped::resumed(file, r.end),
-                    id,
-                    generation: r.generation,
-                });
-                return Ok(true);
-            }
-            log::info!(
-                "{} no longer starts with the {} bytes of generation {} in the bucket \
-                 (rewritten or replaced while persist was stopped): starting a new generation",
-                self.path.display(),
-                r.end,
-                r.generation.number
-            );
-        }
-        let generation = self.new_generation();
-        self.start_generation(up, file, id, generation, "new file")?;
-        Ok(true)
-    }
-
-    /// Uploads the file's whole content as the first object of a new generation.
-    fn start_generation(
-        &mut self,
-        up: &mut Uploader,
-        file: File,
-        id: FileId,
-        generation: GenId,
-        why: &str,
-    ) -> std::result::Result<(), TickError> {
-        let seen = timestamp::now_ms();
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("cannot stat", &self.path, &e))?
-            .len();
-        // Tracked first, with nothing uploaded: a failed upload is retried by the next tick as
-        // an append from 0 in this generation.
-        self.tracked = Some(Tracked {
-            shipped: Shipped::new(file),
-            id,
-            generation,
-        });
-        log::info!(
-            "starting generation {} of {} ({why}, {len} bytes)",
-            generation.number,
-            self.path.display()
-        );
-        self.upload(up, len, Label::ObservedAt(seen))
-    }
-
-    /// Uploads the open file up to `len`, unless the bucket has it already.
-    fn upload(
-        &mut self,
-        up: &mut Uploader,
-        len: u64,
-        label: Label,
-    ) -> std::result::Result<(), TickError> {
-        let Some(t) = self.tracked.as_mut() else {
-            return Ok(());
-        };
-        if !t.shipped.behind(len) {
-            return Ok(());
-        }
-        let time = match label {
-            Label::ObservedAt(ms) => up.clock.at_least(ms),
-            Label::Detached => up.clock.at_least(mtime_ms(&t.shipped.file)),
-        };
-        t.shipped
-            .ship(up, t.generation, layout::FILE_PART, len, time)
-            .map_err(TickError::S3)
-    }
-
-    /// One look at the file, acting until nothing is left to do.
-    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
-        if self.tracked.is_none() && !self.open(up)? {
-            return Ok(());
-        }
-        loop {
-            let Some(t) = self.tracked.as_ref() else {
-                return Ok(());
-            };
-            if !t.shipped.in_bucket() {
-                // The first object of this generation is not stored yet (its upload failed).
-                let seen = timestamp::now_ms();
-                let len = t
-                    .shipped
-                    .file
-                    .metadata()
-                    .map_err(|e| Error::io("cannot stat", &self.path, &e))?
-                    .len();
-                self.upload(up, len, Label::ObservedAt(seen))?;
-                continue;
-            }
-            let seen = timestamp::now_ms();
-            let open_len = t
-                .shipped
-                .file
-                .metadata()
-                .map_err(|e| Error::io("cannot stat", &self.path, &e))?
-                .len();
-            let path_id = match std::fs::metadata(&self.path) {
-                Ok(m) => {
-                    self.said_vanished = false;
-                    Some(FileId::of(&m))
-                }
-                Err(_) => {
-                    if !self.said_vanished {
-                        log::info!(
-                            "{} is gone; following the open file until a new one appears",
-                            self.path.display()
-                        );
-                        self.said_vanished = true;
-                    }
-                    None
-                }
-            };
-            match decide(t.shipped.uploaded(), open_len, t.id, path_id) {
-                Step::Idle => return Ok(()),
-                Step::Append { end, .. } => {
-                    let label = match path_id == Some(t.id) {
-                        true => Label::ObservedAt(seen),
-                        false => Label::Detached,
-                    };
-                    self.upload(up, end, label)?
-                }
-                Step::Truncated { len } => {
-                    let Some(old) = self.tracked.take() else {
-                        return Ok(());
-                    };
-                    let generation = self.new_generation();
-                    let why = format!("truncated from {} to {len} bytes", old.shipped.uploaded());
-                    self.start_generation(up, old.shipped.file, old.id, generation, &why)?;
-                }
-                Step::Replaced => {
-                    self.tracked = None;
-                    let file = match File::open(&self.path) {
-                        Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                        Err(e) => return Err(Error::io("cannot open", &self.path, &e).into()),
-                    };
-                    let meta = file
-                        .metadata()
-                        .map_err(|e| Error::io("cannot stat", &self.path, &e))?;
-                    let generation = self.new_generation();
-                    self.start_generation(
-                        up,
-                        file,
-                        FileId::of(&meta),
-                        generation,
-                        "file replaced",
-                    )?;
-                }
-            }
-        }
-    }
-
-    /// Bytes on disk not yet uploaded.
-    fn pending(&self) -> u64 {
-        self.tracked.as_ref().map_or(0, |t| t.shipped.pending())
-    }
-}
-
-/// Runs `petrify persist` until SIGTERM/SIGINT.
+/// Runs `petrify persist` until SIGTERM, SIGINT or SIGHUP.
 pub fn persist(args: &Persist, store: &Store) -> Result<()> {
     // First of all, so that a stop requested while starting up is a clean stop too.
     signal::install();
@@ -698,17 +468,55 @@ pub fn persist(args: &Persist, store: &Store) -> Result<()> {
     result
 }
 
+/// Opens a path to follow without blocking, and refuses anything but a regular file or a
+/// folder: opening a FIFO for reading would block until a writer came, deaf to SIGTERM, and a
+/// device or socket is not a log. `Ok(None)`: nothing is there (yet).
+pub fn open_followed(path: &Path) -> Result<Option<(File, std::fs::Metadata)>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    const O_NONBLOCK: i32 = 0o4000;
+    const O_NOCTTY: i32 = 0o400;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK | O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("cannot open", path, &e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, &e))?;
+    let t = meta.file_type();
+    let what = if t.is_file() || t.is_dir() {
+        return Ok(Some((file, meta)));
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::new(
+        Exit::Usage,
+        format!(
+            "{} is {what}: give the regular file the datastore appends to, or a Redis 7 \
+             appendonlydir/ folder",
+            path.display()
+        ),
+    ))
+}
+
 /// Refuses, before anything is written to the bucket, a path persist could never follow: an
-/// unreadable file, or a folder that is not a Redis AOF folder. A missing path is fine (waited
-/// for).
-fn preflight(path: &std::path::Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("cannot read", path, &e)),
-        Ok(m) if m.is_dir() => crate::aofdir::refuse_foreign_folder(path),
-        Ok(_) => File::open(path)
-            .map(drop)
-            .map_err(|e| Error::io("cannot open", path, &e)),
+/// unreadable file, a FIFO or device, or a folder that is not a Redis AOF folder. A missing
+/// path is fine (waited for).
+fn preflight(path: &Path) -> Result<()> {
+    match open_followed(path)? {
+        None => Ok(()),
+        Some((_, m)) if m.is_dir() => crate::aofdir::refuse_foreign_folder(path),
+        Some(_) => Ok(()),
     }
 }
 
@@ -733,34 +541,50 @@ fn follow(args: &Persist, store: &Store, root: String, found: bucket::Bucketed) 
             Err(e) => return Err(Error::io("cannot read", &args.file, &e)),
         }
     };
+    // The newest generation is continued only if this host's clock is not behind its times:
+    // its points must stay in time order. Otherwise (a clock that was ahead, then corrected)
+    // a new generation starts on the true clock.
+    let newest = found.generations.iter().max_by_key(|g| g.id);
+    let newest_ms = newest.map_or(0, |g| g.last_time());
+    let behind_ms = newest_ms.saturating_sub(timestamp::now_ms());
+    let resume_from: &[Generation] = if behind_ms >= CLOCK_STEP_TOLERANCE_MS {
+        log::warn!(
+            "the newest recovery point in the bucket is {:.3}s ahead of this host's clock: not \
+             resuming generation {}; a new one starts on the true clock",
+            behind_ms as f64 / 1000.0,
+            newest.map_or(0, |g| g.id.number)
+        );
+        &[]
+    } else {
+        &found.generations
+    };
     let mut up = Uploader {
         store,
         root,
-        clock: Clock::after(found.last_time_ms),
+        clock: Clock::after(newest_ms),
         max_object: args.max_object,
         objects: 0,
         bytes: 0,
     };
     if is_dir {
         let mut follower =
-            crate::aofdir::AofDirFollower::new(&args.file, &found.generations, found.next_number)?;
+            crate::aofdir::AofDirFollower::new(&args.file, resume_from, found.next_number)?;
         return run_loop(args.interval, &mut up, &mut follower);
     }
-    let resume = match resumable(&found.generations) {
+    let resume = match file::resumable(resume_from) {
         Ok(r) => Some(r),
         Err(why) => {
             log::info!("not resuming: {why}");
             None
         }
     };
-    let mut follower = FileFollower {
-        path: args.file.clone(),
-        tracked: None,
-        next_number: found.next_number,
+    let mut follower = file::FileFollower::new(
+        args.file.clone(),
+        args.interval,
+        found.next_number,
         resume,
         said_waiting,
-        said_vanished: false,
-    };
+    );
     run_loop(args.interval, &mut up, &mut follower)
 }
 
@@ -771,15 +595,6 @@ pub trait Follower {
     fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError>;
     /// Bytes on disk not uploaded yet.
     fn pending(&self) -> u64;
-}
-
-impl Follower for FileFollower {
-    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
-        FileFollower::tick(self, up)
-    }
-    fn pending(&self) -> u64 {
-        FileFollower::pending(self)
-    }
 }
 
 /// The polling loop shared by every follower: tick each interval; after an S3 failure, retry
@@ -797,7 +612,10 @@ pub fn run_loop(interval: Duration, up: &mut Uploader, follower: &mut dyn Follow
     loop {
         let started = Instant::now();
         if stop_at.is_none() && signal::stop_requested() {
-            log::info!("stop requested: uploading what is pending");
+            log::info!(
+                "stop requested ({}): uploading what is pending",
+                signal::stop_signal_name()
+            );
             stop_at = Some(started);
         }
         let next = match follower.tick(up) {
@@ -858,67 +676,6 @@ pub fn run_loop(interval: Duration, up: &mut Uploader, follower: &mut dyn Follow
 mod tests {
     use super::*;
 
-    const A: FileId = FileId { dev: 1, ino: 10 };
-    const B: FileId = FileId { dev: 1, ino: 11 };
-
-    #[test]
-    fn decides_what_to_upload() {
-        assert_eq!(decide(10, 10, A, Some(A)), Step::Idle);
-        assert_eq!(
-            decide(10, 25, A, Some(A)),
-            Step::Append { start: 10, end: 25 }
-        );
-        assert_eq!(decide(10, 4, A, Some(A)), Step::Truncated { len: 4 });
-        // The old file's tail goes first, then the switch.
-        assert_eq!(
-            decide(10, 25, A, Some(B)),
-            Step::Append { start: 10, end: 25 }
-        );
-        assert_eq!(decide(25, 25, A, Some(B)), Step::Replaced);
-        // A vanished path: keep following the open file.
-        assert_eq!(decide(25, 30, A, None), Step::Append { start: 25, end: 30 });
-        assert_eq!(decide(30, 30, A, None), Step::Idle);
-    }
-
-    fn delta(generation: u64, mode: Mode, start: u64, end: u64, t: u64, crc: u32) -> ObjectKey {
-        ObjectKey {
-            generation,
-            mode,
-            part: if mode == Mode::File {
-                "file".into()
-            } else {
-                "x.manifest".into()
-            },
-            start,
-            end,
-            time_ms: t,
-            crc,
-            kind: Kind::Delta,
-        }
-    }
-
-    #[test]
-    fn resumes_the_newest_whole_file_chain() {
-        let data = b"0123456789abcdef";
-        let gens = chain::generations(vec![
-            delta(1, Mode::File, 0, 4, 10, 7),
-            delta(2, Mode::File, 0, 10, 20, crc32fast::hash(&data[..10])),
-            delta(2, Mode::File, 10, 16, 30, crc32fast::hash(&data[10..])),
-        ]);
-        let r = resumable(&gens).unwrap();
-        assert_eq!(r.generation.number, 2);
-        assert_eq!((r.end, r.crc), (16, crc32fast::hash(data)));
-
-        let gap = chain::generations(vec![
-            delta(2, Mode::File, 0, 10, 20, 0),
-            delta(2, Mode::File, 12, 16, 30, 0),
-        ]);
-        assert!(resumable(&gap).unwrap_err().contains("cannot be continued"));
-        let other = chain::generations(vec![delta(3, Mode::AofDir, 0, 10, 20, 0)]);
-        assert!(resumable(&other).is_err());
-        assert!(resumable(&[]).is_err());
-    }
-
     #[test]
     fn clock_is_strictly_increasing() {
         let far = timestamp::now_ms() + 1_000_000;
@@ -940,6 +697,7 @@ mod tests {
                 end,
                 hasher: crc32fast::Hasher::new(),
                 expect,
+                capture: Capture::new(0, end),
             };
             let mut v = Vec::new();
             r.read_to_end(&mut v).map(|_| v)

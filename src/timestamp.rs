@@ -39,6 +39,36 @@ pub fn parse(s: &str) -> Result<u64, String> {
     u64::try_from(ms).map_err(|_| format!("--at-timestamp {s:?} is before 1970"))
 }
 
+/// An HTTP date (RFC 9110 IMF-fixdate, `Sat, 28 Nov 2026 08:29:35 GMT`) in Unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let mut f = s.split_ascii_whitespace();
+    let (_weekday, day, month, year, hms, zone) = (
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+        f.next()?,
+    );
+    if zone != "GMT" || f.next().is_some() {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as u8 + 1;
+    let date = time::Date::from_calendar_date(
+        year.parse().ok()?,
+        time::Month::try_from(month).ok()?,
+        day.parse().ok()?,
+    )
+    .ok()?;
+    let mut t = hms.split(':').map(|x| x.parse::<u8>().ok());
+    let (h, m, sec) = (t.next()??, t.next()??, t.next()??);
+    let time = time::Time::from_hms(h, m, sec).ok()?;
+    Some(date.with_time(time).assume_utc().unix_timestamp())
+}
+
 /// `2026-11-25T21:04:05.123Z`
 pub fn rfc3339_ms(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
@@ -101,6 +131,22 @@ mod tests {
             "2025-11-25 21:04:05",
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_http_dates() {
+        assert_eq!(
+            parse_http_date("Tue, 25 Nov 2025 21:04:05 GMT"),
+            Some(1_764_104_645)
+        );
+        for bad in [
+            "",
+            "Tue, 25 Nov 2025 21:04:05",
+            "Tue, 25 Foo 2025 21:04:05 GMT",
+            "x y z",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
         }
     }
 

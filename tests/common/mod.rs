@@ -120,6 +120,19 @@ impl Proc {
         self.finish()
     }
 
+    /// Waits for the process to exit by itself (at most `timeout`, then SIGKILL and panic).
+    pub fn wait_exit(mut self, timeout: Duration) -> Exited {
+        let deadline = Instant::now() + timeout;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                self.signal("KILL");
+                panic!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.finish()
+    }
+
     /// SIGKILL now (a crash), and reap.
     pub fn kill(mut self) -> Exited {
         let _ = self.child.kill();
