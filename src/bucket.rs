@@ -4,7 +4,26 @@
 use crate::chain::{self, Generation};
 use crate::error::{Error, Result};
 use crate::layout::{self, ObjectKey};
-use crate::s3::Store;
+use crate::s3::ObjectStore;
+
+/// Where a backup lives: a bucket and a prefix in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl Place {
+    /// The key prefix every object of the layout lives under (see [`layout::root`]).
+    pub fn root(&self) -> String {
+        layout::root(&self.prefix)
+    }
+
+    /// `s3://BUCKET/ROOT`, for messages.
+    pub fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.root())
+    }
+}
 
 /// What a listing found.
 pub struct Bucketed {
@@ -14,7 +33,7 @@ pub struct Bucketed {
 }
 
 /// Lists the prefix once. A permanent error (credentials, bucket) is fatal to the caller.
-pub fn survey(store: &Store, root: &str) -> Result<Bucketed> {
+pub fn survey(store: &dyn ObjectStore, root: &str) -> Result<Bucketed> {
     let listed = store
         .list(root)
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;

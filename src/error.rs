@@ -34,6 +34,22 @@ pub enum Exit {
 pub struct Error {
     pub exit: Exit,
     pub message: String,
+    /// What the operator can do, in terms of the command line: said by the CLI layer, which
+    /// alone knows the options' names.
+    pub hint: Option<Hint>,
+}
+
+/// Advice that names command-line options; see `config::hint_words`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// Nothing found where the options point.
+    CheckBucketAndPrefix,
+    /// No such bucket.
+    CheckBucket,
+    /// The target exists.
+    GiveForce,
+    /// The time asked for is before every recovery point.
+    GiveLaterTime,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -43,7 +59,13 @@ impl Error {
         Error {
             exit,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    pub fn with_hint(mut self, hint: Hint) -> Error {
+        self.hint = Some(hint);
+        self
     }
 
     /// A failed S3 request, `what` naming the operation (and key) it was for.
@@ -54,7 +76,11 @@ impl Error {
             (Some(401 | 403), _) | (_, Some("ExpiredToken" | "InvalidAccessKeyId")) => Exit::NoPerm,
             _ => Exit::Unavailable,
         };
-        Error::new(exit, format!("{what}: {e}"))
+        let e = Error::new(exit, format!("{what}: {e}"));
+        match e.exit {
+            Exit::NoInput => e.with_hint(Hint::CheckBucket),
+            _ => e,
+        }
     }
 
     /// A failed local file operation on `path`.
@@ -63,10 +89,7 @@ impl Error {
             std::io::ErrorKind::PermissionDenied => Exit::NoPerm,
             _ => Exit::Io,
         };
-        Error::new(
-            exit,
-            format!("{what} {}: {}", path.display(), crate::s3::io_words(e)),
-        )
+        Error::new(exit, format!("{what} {}: {e}", path.display()))
     }
 
     pub fn code(&self) -> ExitCode {

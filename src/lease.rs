@@ -11,7 +11,7 @@
 //! that ignore the header, the lease is read before it is written, and read back after.
 
 use crate::error::{Error, Exit, Result};
-use crate::s3::{Store, retry};
+use crate::s3::{ObjectStore, retry};
 use crate::timestamp;
 
 /// The lease's key below the root.
@@ -160,7 +160,7 @@ pub fn judge(
 }
 
 /// Takes the prefix's lease or fails with a clear error naming the holder.
-pub fn acquire(store: &Store, root: &str, me: &Lease, where_: &str) -> Result<()> {
+pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) -> Result<()> {
     let key = format!("{root}{LEASE_NAME}");
     let s3err = |e| Error::s3(&format!("reading the writer lease {LEASE_NAME}"), &e);
     let held = |holder: Option<Lease>| {
@@ -209,7 +209,7 @@ pub fn acquire(store: &Store, root: &str, me: &Lease, where_: &str) -> Result<()
 
 /// Gives the lease up at a clean stop, if it is still ours. Best effort: a lease left behind
 /// is taken over by the next start on this host.
-pub fn release(store: &Store, root: &str, me: &Lease) {
+pub fn release(store: &dyn ObjectStore, root: &str, me: &Lease) {
     let key = format!("{root}{LEASE_NAME}");
     match store.get_small(&key) {
         Ok(Some(b)) if b == me.render().as_bytes() => {
@@ -356,6 +356,54 @@ mod tests {
             judge(Some(b"\xff junk"), &me, |_| None),
             Verdict::Held(None)
         );
+    }
+
+    #[test]
+    fn acquires_refuses_a_live_holder_and_releases() {
+        use crate::s3::mem::MemStore;
+        let store = MemStore::new();
+        let root = "p/petrify-v1/";
+        let me = Lease::mine(std::path::Path::new("/var/log/app.log"));
+        acquire(&store, root, &me, "s3://b/p/petrify-v1/").unwrap();
+        let key = format!("{root}{LEASE_NAME}");
+        assert_eq!(store.objects()[&key], me.render().as_bytes());
+        // Another writer on this host, while this process (alive, same start time) holds it.
+        let other = Lease {
+            pid: me.pid.wrapping_add(1),
+            id: "other".into(),
+            ..me.clone()
+        };
+        let held = Lease {
+            pid: std::process::id(),
+            ..me.clone()
+        };
+        let held_here = Lease {
+            pid: 1,
+            started: proc_info(1).map(|p| p.started),
+            ..held
+        };
+        store
+            .put(
+                &key,
+                &mut held_here.render().as_bytes(),
+                held_here.render().len() as u64,
+            )
+            .unwrap();
+        let e = acquire(&store, root, &other, "s3://b/p/petrify-v1/").unwrap_err();
+        assert_eq!(e.exit, Exit::CantCreate);
+        assert!(
+            e.message.contains("another petrify persist"),
+            "{}",
+            e.message
+        );
+        // A lease that is not ours is left alone; ours is removed.
+        release(&store, root, &me);
+        assert!(store.objects().contains_key(&key));
+        store
+            .put(&key, &mut me.render().as_bytes(), me.render().len() as u64)
+            .unwrap();
+        release(&store, root, &me);
+        assert!(store.objects().is_empty());
     }
 
     #[test]

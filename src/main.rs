@@ -1,17 +1,18 @@
 //! petrify: continuous backup of an append-only log (or a Redis 7 `appendonlydir/`) to S3, and
 //! point-in-time recovery. See `man/petrify.1`.
 //!
-//! Data flows one way: [`cli`] -> config -> ([`tail`] | [`recover`]) -> [`chain`] / [`layout`]
-//! -> [`s3`] -> HTTP.
+//! Data flows one way: [`cli`] -> [`config`] -> ([`tail`] | [`recover`]) -> [`chain`] /
+//! [`layout`] / [`manifest`] / [`bucket`] / [`lease`] -> [`s3`] -> HTTP. Nothing lower imports
+//! anything higher (tests/architecture.rs checks it).
 
-mod aofdir;
 mod bucket;
 mod chain;
 mod cli;
+mod config;
 mod error;
-mod fetch;
 mod layout;
 mod lease;
+mod manifest;
 #[cfg(test)]
 mod props;
 mod recover;
@@ -22,7 +23,7 @@ mod timestamp;
 
 use std::process::ExitCode;
 
-use cli::Command;
+use config::Run;
 use error::Result;
 
 fn main() -> ExitCode {
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
     match run(&argv0, args.collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("petrify: error: {e}");
+            eprintln!("petrify: error: {}", config::describe(&e));
             e.code()
         }
     }
@@ -63,33 +64,23 @@ fn init_logging() {
 }
 
 fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
-    let env = |k: &str| std::env::var(k).ok();
-    match cli::parse(argv0, args)? {
-        Command::Help(text) => {
+    let (name, args) = match cli::parse(argv0, args)? {
+        cli::Parsed::Help(text) => {
             print!("{text}");
-            Ok(())
+            return Ok(());
         }
-        Command::Version => {
+        cli::Parsed::Version => {
             println!("petrify {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            return Ok(());
         }
-        Command::Persist(mut p) => {
-            p.max_object = cli::max_object(env)?;
-            let store = store(&p.common, env)?;
-            tail::persist(&p, &store)
-        }
-        Command::Recover(r) => {
-            let store = store(&r.common, env)?;
-            recover::recover(&r, &store)
-        }
-        Command::List(c) => {
-            let store = store(&c, env)?;
-            recover::list(&c, &store, &mut std::io::stdout().lock())
-        }
+        cli::Parsed::Run(name, args) => (name, args),
+    };
+    let command = config::resolve(name, args, |k| std::env::var(k).ok())?;
+    let store =
+        s3::Store::new(&command.store).map_err(|e| config::store_error(&e, &command.store))?;
+    match &command.run {
+        Run::Persist(p) => tail::persist(p, &store),
+        Run::Recover(r) => recover::recover(r, &store),
+        Run::List(place) => recover::list(place, &store, &mut std::io::stdout().lock()),
     }
-}
-
-fn store(c: &cli::Common, env: impl Fn(&str) -> Option<String>) -> Result<s3::Store> {
-    let cfg = cli::store_config(c, env)?;
-    s3::Store::new(&cfg).map_err(|m| error::Error::new(error::Exit::Usage, m))
 }

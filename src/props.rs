@@ -162,10 +162,10 @@ fn manifests_never_panic_and_never_name_a_path() {
     let valid = "file appendonly.aof.2.base.rdb seq 2 type h\n\
                  file appendonly.aof.3.base.rdb seq 3 type b\n\
                  file appendonly.aof.3.incr.aof seq 3 type i\n";
-    assert!(crate::aofdir::parse_manifest(valid.as_bytes()).is_ok());
+    assert!(crate::manifest::parse_manifest(valid.as_bytes()).is_ok());
     for _ in 0..cases() {
         let bad = r.mutate(valid);
-        if let Ok(entries) = crate::aofdir::parse_manifest(bad.as_bytes()) {
+        if let Ok(entries) = crate::manifest::parse_manifest(bad.as_bytes()) {
             for e in entries {
                 assert!(
                     layout::valid_part_name(&e.name),

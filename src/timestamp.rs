@@ -7,17 +7,20 @@ use time::format_description::well_known::Rfc3339;
 /// 9999-12-31T23:59:59Z: the last second RFC 3339 can write.
 const LAST_SECOND: u64 = 253_402_300_799;
 
+/// Why a string is not a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadTime {
+    /// Neither RFC 3339 nor Unix seconds (or beyond 9999-12-31).
+    NotATime,
+    BeforeEpoch,
+}
+
 /// Parses RFC 3339 (`2026-11-25T21:04:05.5Z`, any offset, any fraction) or Unix seconds with an
 /// optional fraction (`1764104645.25`). Fractions finer than a millisecond round down, which is
 /// exact for "the newest point at or before T" since points are whole milliseconds.
-pub fn parse(s: &str) -> Result<u64, String> {
+pub fn parse(s: &str) -> Result<u64, BadTime> {
     let s = s.trim();
-    let bad = || {
-        format!(
-            "--at-timestamp {s:?} is not a time: give RFC 3339 (2026-11-25T21:04:05Z) or Unix \
-             seconds (1764104645), as `petrify list` prints them"
-        )
-    };
+    let bad = || BadTime::NotATime;
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
         if secs.is_empty() || frac.contains('.') || secs.len() > 15 {
@@ -36,7 +39,7 @@ pub fn parse(s: &str) -> Result<u64, String> {
     }
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| bad())?;
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
-    u64::try_from(ms).map_err(|_| format!("--at-timestamp {s:?} is before 1970"))
+    u64::try_from(ms).map_err(|_| BadTime::BeforeEpoch)
 }
 
 /// An HTTP date (RFC 9110 IMF-fixdate, `Sat, 28 Nov 2026 08:29:35 GMT`) in Unix seconds.

@@ -7,37 +7,50 @@
 //! descriptor, its late bytes extending its own generation, until it has been quiet for
 //! [`GRACE_INTERVALS`] intervals (or the new file has started to grow while the old one is
 //! quiet, or persist is stopping); only then does the new file's generation start.
+//! Numbering, resuming and starting generations are the shared [`Lifecycle`]'s.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::chain::{self, GenId, Generation};
+use crate::chain::GenId;
 use crate::error::{Error, Exit};
 use crate::layout::{self, Mode};
 use crate::{signal, timestamp};
 
-use super::{ClockCheck, FileId, Follower, Shipped, TickError, Uploader, open_followed};
+use super::clock::ClockCheck;
+use super::generation::{Lifecycle, Reason, ResumePlan};
+use super::shipped::{FileId, Shipped, open_followed};
+use super::upload::Uploader;
+use super::{Follower, TickError};
 
 /// How many intervals a replaced file must stay quiet before persist stops following it.
 pub const GRACE_INTERVALS: u32 = 5;
 
 /// What one look at a followed file calls for. Pure: see [`decide`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Nothing new (or a replaced file still within its grace period).
     Idle,
-    /// Upload `[start, end)` of the open file.
-    Append { start: u64, end: u64 },
-    /// The open file is shorter than what was uploaded: it was truncated in place.
-    Truncated { len: u64 },
+    /// Upload `[start, end)` of the open file; `detached`: the path no longer names it.
+    Append {
+        start: u64,
+        end: u64,
+        detached: bool,
+    },
+    /// The clock is just behind the last point's time: wait this long, then look again.
+    Wait(Duration),
+    /// End the generation; start a new one with the whole open file.
+    Restart(Reason),
     /// The path names another file, and the open one is fully uploaded and done: switch.
     Replaced,
 }
 
 /// What one tick saw of the followed file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Seen {
+    /// Whether the generation holds the file's first object yet.
+    pub in_bucket: bool,
     /// Bytes of the open file the bucket holds.
     pub uploaded: u64,
     /// The open file's length now.
@@ -45,6 +58,10 @@ pub struct Seen {
     pub open_id: FileId,
     /// What the path names now, if anything.
     pub path_id: Option<FileId>,
+    /// What the bytes uploaded no longer match, if the check found a difference.
+    pub mismatch: Option<String>,
+    /// The clock against the last point's time.
+    pub clock: ClockCheck,
     /// How long the open file has not grown, counted from when the path was first seen naming
     /// another file at the earliest.
     pub quiet: Duration,
@@ -53,81 +70,50 @@ pub struct Seen {
     pub successor_grew: bool,
 }
 
-/// Decides the next step for a followed file. The open file's remaining bytes always go first,
-/// so a rewrite never loses its tail; a replaced file is left only once it is done: quiet for
-/// `grace`, or quiet for one `interval` while its successor grows.
+/// Decides the next step for a followed file. A shrink or a change of uploaded bytes restarts
+/// the generation; the open file's remaining bytes go first, so a rewrite never loses its tail;
+/// a replaced file is left only once it is done: quiet for `grace`, or quiet for one
+/// `interval` while its successor grows.
 pub fn decide(seen: &Seen, interval: Duration, grace: Duration) -> Step {
+    let attached = seen.path_id == Some(seen.open_id);
     if seen.open_len < seen.uploaded {
-        Step::Truncated { len: seen.open_len }
-    } else if seen.open_len > seen.uploaded {
-        Step::Append {
+        return Step::Restart(Reason::Truncated {
+            part: layout::FILE_PART.into(),
+            from: seen.uploaded,
+            to: seen.open_len,
+        });
+    }
+    if let Some(what) = &seen.mismatch {
+        return Step::Restart(Reason::Changed {
+            part: layout::FILE_PART.into(),
+            what: what.clone(),
+        });
+    }
+    if !seen.in_bucket || seen.open_len > seen.uploaded {
+        let append = Step::Append {
             start: seen.uploaded,
             end: seen.open_len,
-        }
-    } else if seen.path_id.is_some_and(|p| p != seen.open_id)
-        && (seen.quiet >= grace || (seen.successor_grew && seen.quiet >= interval))
-    {
+            detached: !attached,
+        };
+        return match (attached, seen.clock) {
+            (false, _) | (true, ClockCheck::Ok) => append,
+            (true, ClockCheck::Wait(d)) => Step::Wait(d),
+            (true, ClockCheck::SteppedBack(_)) => Step::Restart(Reason::ClockBack),
+        };
+    }
+    let done = seen.quiet >= grace || (seen.successor_grew && seen.quiet >= interval);
+    if seen.path_id.is_some() && !attached && done {
         Step::Replaced
     } else {
         Step::Idle
     }
 }
 
-/// How a resumed chain ends: the generation, and the chain's length and CRC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChainEnd {
-    pub generation: GenId,
-    pub end: u64,
-    pub crc: u32,
-    pub last_time_ms: u64,
-}
-
-/// The chain a restarted `persist` of a single file could continue: the newest generation's
-/// newest point, if it is a `file` generation whose chain is whole. Pure.
-pub fn resumable(gens: &[Generation]) -> std::result::Result<ChainEnd, String> {
-    let Some(g) = gens.iter().max_by_key(|g| g.id) else {
-        return Err("the prefix holds no chain yet".into());
-    };
-    if g.id.mode != Mode::File {
-        return Err(format!(
-            "the newest generation {} is a {} backup, not a single file",
-            g.id.number,
-            g.id.mode.as_str()
-        ));
-    }
-    let objs = g
-        .parts
-        .get(layout::FILE_PART)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let plan = chain::plan_part(objs, u64::MAX)
-        .map_err(|e| format!("generation {} cannot be continued: {e}", g.id.number))?;
-    let (end, crc) = chain::chain_crc(&plan);
-    Ok(ChainEnd {
-        generation: g.id,
-        end,
-        crc,
-        last_time_ms: g.last_time(),
-    })
-}
-
-/// The observation time an upload is labelled with.
-#[derive(Debug, Clone, Copy)]
-enum Label {
-    /// Unix ms taken just *before* the length was read: every byte the datastore had written
-    /// by then is in the range, so a write acknowledged before a recovery point's time is in it.
-    ObservedAt(u64),
-    /// A file no longer at its path (replaced by a rewrite, rotated, or deleted) is labelled
-    /// with its modification time: it may have stopped being the datastore's log before this
-    /// tick, and its generation's last point must not claim writes that went elsewhere.
-    Detached,
-}
-
 /// A file being followed.
 struct Tracked {
     shipped: Shipped,
     generation: GenId,
-    /// When the open file last grew.
+    /// When the open file last changed length.
     last_growth: Instant,
     last_len: u64,
     /// The file the path names instead, its length and when it was first seen there.
@@ -138,10 +124,10 @@ struct Tracked {
 pub struct FileFollower {
     path: PathBuf,
     interval: Duration,
+    life: Lifecycle,
     tracked: Option<Tracked>,
-    next_number: u64,
     /// A chain found in the bucket at start, to continue if the file still matches it.
-    resume: Option<ChainEnd>,
+    resume: Option<ResumePlan>,
     said_waiting: bool,
     said_vanished: bool,
 }
@@ -151,27 +137,18 @@ impl FileFollower {
         path: PathBuf,
         interval: Duration,
         next_number: u64,
-        resume: Option<ChainEnd>,
+        resume: Option<ResumePlan>,
         said_waiting: bool,
     ) -> FileFollower {
         FileFollower {
+            life: Lifecycle::new(Mode::File, &path, next_number),
             path,
             interval,
             tracked: None,
-            next_number,
             resume,
             said_waiting,
             said_vanished: false,
         }
-    }
-
-    fn new_generation(&mut self) -> GenId {
-        let id = GenId {
-            number: self.next_number,
-            mode: Mode::File,
-        };
-        self.next_number += 1;
-        id
     }
 
     fn stat(&self, file: &File) -> std::result::Result<std::fs::Metadata, TickError> {
@@ -201,35 +178,25 @@ impl FileFollower {
             .into());
         }
         let id = FileId::of(&meta);
-        if let Some(r) = self.resume.take() {
-            let resumed = Shipped::resumed(file, id, r.end, r.crc)
-                .map_err(|e| Error::io("cannot read", &self.path, &e))?;
-            match resumed {
-                Ok(shipped) => {
-                    log::info!(
-                        "resuming generation {} of {} at byte {}",
-                        r.generation.number,
-                        self.path.display(),
-                        r.end
-                    );
-                    self.track(shipped, r.generation);
-                    return Ok(true);
+        if let Some(plan) = self.resume.take() {
+            let mut file = Some(file);
+            match self
+                .life
+                .resume(&plan, |_| Ok(file.take().map(|f| (f, id))))?
+            {
+                Ok(mut held) => {
+                    if let Some(shipped) = held.remove(layout::FILE_PART) {
+                        self.track(shipped, plan.generation);
+                        return Ok(true);
+                    }
                 }
-                Err(file) => {
-                    log::info!(
-                        "{} no longer starts with the {} bytes of generation {} in the bucket \
-                         (rewritten or replaced while persist was stopped): starting a new \
-                         generation",
-                        self.path.display(),
-                        r.end,
-                        r.generation.number
-                    );
-                    self.start_generation(up, Shipped::new(file, id), "new file")?;
-                    return Ok(true);
-                }
+                Err(why) => log::info!("{why}: starting a new generation"),
             }
         }
-        self.start_generation(up, Shipped::new(file, id), "new file")?;
+        let Some((file, meta)) = open_followed(&self.path)? else {
+            return Ok(false);
+        };
+        self.start_generation(up, Shipped::new(file, FileId::of(&meta)), &Reason::New)?;
         Ok(true)
     }
 
@@ -244,49 +211,29 @@ impl FileFollower {
         });
     }
 
-    /// Uploads the file's whole content as the first object of a new generation. A new
-    /// generation always starts on the true clock (see [`super::Clock::check`]).
+    /// Starts a new generation whose first object is the file's whole content.
     fn start_generation(
         &mut self,
         up: &mut Uploader,
         mut shipped: Shipped,
-        why: &str,
+        reason: &Reason,
     ) -> std::result::Result<(), TickError> {
-        shipped.restart();
         let seen = timestamp::now_ms();
-        up.clock.start_generation(seen);
         let len = self.stat(&shipped.file)?.len();
-        let generation = self.new_generation();
+        let generation = self.life.start(up, seen, [&mut shipped], reason, len);
         // Tracked first, with nothing uploaded: a failed upload is retried by the next tick as
-        // an append from 0 in this generation.
+        // the generation's first object.
         self.track(shipped, generation);
-        log::info!(
-            "starting generation {} of {} ({why}, {len} bytes)",
-            generation.number,
-            self.path.display()
-        );
-        self.upload(up, len, Label::ObservedAt(seen))
+        self.upload(up, len, Some(seen))
     }
 
-    /// Ends the current generation where it stands and starts a new one with the whole
-    /// content of the same open file.
-    fn restart_generation(
-        &mut self,
-        up: &mut Uploader,
-        why: &str,
-    ) -> std::result::Result<(), TickError> {
-        match self.tracked.take() {
-            Some(t) => self.start_generation(up, t.shipped, why),
-            None => Ok(()),
-        }
-    }
-
-    /// Uploads the open file up to `len`, unless the bucket has it already.
+    /// Uploads the open file up to `len`, labelled with the time it was seen at, or (`None`)
+    /// as a file the path no longer names.
     fn upload(
         &mut self,
         up: &mut Uploader,
         len: u64,
-        label: Label,
+        seen: Option<u64>,
     ) -> std::result::Result<(), TickError> {
         let Some(t) = self.tracked.as_mut() else {
             return Ok(());
@@ -294,13 +241,15 @@ impl FileFollower {
         if !t.shipped.behind(len) {
             return Ok(());
         }
-        let time = match label {
-            Label::ObservedAt(ms) => up.clock.at_least(ms),
-            Label::Detached => up.clock.at_least(super::mtime_ms(&t.shipped.file)),
-        };
-        t.shipped
-            .ship(up, t.generation, layout::FILE_PART, len, time)
-            .map_err(TickError::S3)
+        let part = layout::FILE_PART;
+        match seen {
+            Some(ms) => {
+                let time = up.clock.at_least(ms);
+                t.shipped.ship(up, t.generation, part, len, time)?
+            }
+            None => t.shipped.ship_detached(up, t.generation, part, len)?,
+        }
+        Ok(())
     }
 
     /// What the path names now (and its length), saying once when it names nothing.
@@ -346,33 +295,19 @@ impl FileFollower {
                 t.last_len = open_len;
                 t.last_growth = now;
             }
-            if !t.shipped.in_bucket() {
-                // The first object of this generation is not stored yet (its upload failed).
-                self.upload(up, open_len, Label::ObservedAt(seen))?;
-                continue;
-            }
-            if !verified && open_len >= t.shipped.uploaded() {
+            // Once per tick: the check reads a fixed amount (see `verify`).
+            let mut mismatch = None;
+            if !verified && t.shipped.in_bucket() && open_len >= t.shipped.uploaded() {
                 verified = true;
                 let check = t
                     .shipped
                     .verify()
                     .map_err(|e| Error::io("cannot read", &self.path, &e))?;
-                if let Err(m) = check {
-                    log::warn!(
-                        "{}: {} (truncated and written again, or written in place): the \
-                         bytes in the bucket are no longer this file's; starting a new \
-                         generation with the whole file",
-                        self.path.display(),
-                        m.0
-                    );
-                    self.restart_generation(up, "changed in place")?;
-                    continue;
-                }
+                mismatch = check.err().map(|m| m.0);
             }
-            let path_id = path.map(|(id, _)| id);
             let successor_grew = match (path, &mut t.successor) {
-                (Some((id, _)), _) if id == t.shipped.id => {
-                    t.successor = None;
+                (Some((id, _)), s) if id == t.shipped.id => {
+                    *s = None;
                     false
                 }
                 (Some((id, len)), Some((sid, slen, _))) if id == *sid => len > *slen,
@@ -391,36 +326,27 @@ impl FileFollower {
             } else {
                 self.interval * GRACE_INTERVALS
             };
-            let step = decide(
-                &Seen {
-                    uploaded: t.shipped.uploaded(),
-                    open_len,
-                    open_id: t.shipped.id,
-                    path_id,
-                    quiet: now.duration_since(since),
-                    successor_grew,
-                },
-                self.interval,
-                grace,
-            );
-            match step {
+            let seen_now = Seen {
+                in_bucket: t.shipped.in_bucket(),
+                uploaded: t.shipped.uploaded(),
+                open_len,
+                open_id: t.shipped.id,
+                path_id: path.map(|(id, _)| id),
+                mismatch,
+                clock: up.clock.check(seen),
+                quiet: now.duration_since(since),
+                successor_grew,
+            };
+            match decide(&seen_now, self.interval, grace) {
                 Step::Idle => return Ok(()),
-                Step::Append { end, .. } => {
-                    if path_id != Some(t.shipped.id) {
-                        self.upload(up, end, Label::Detached)?;
-                        continue;
-                    }
-                    match up.clock.check(seen) {
-                        ClockCheck::Ok => self.upload(up, end, Label::ObservedAt(seen))?,
-                        ClockCheck::Wait(d) => std::thread::sleep(d),
-                        ClockCheck::SteppedBack(_) => {
-                            self.restart_generation(up, "the clock went back")?;
-                        }
-                    }
+                Step::Append { end, detached, .. } => {
+                    self.upload(up, end, (!detached).then_some(seen))?
                 }
-                Step::Truncated { len } => {
-                    let why = format!("truncated from {} to {len} bytes", t.shipped.uploaded());
-                    self.restart_generation(up, &why)?;
+                Step::Wait(d) => std::thread::sleep(d),
+                Step::Restart(reason) => {
+                    if let Some(old) = self.tracked.take() {
+                        self.start_generation(up, old.shipped, &reason)?;
+                    }
                 }
                 Step::Replaced => {
                     log::info!(
@@ -431,11 +357,8 @@ impl FileFollower {
                     let Some((file, meta)) = open_followed(&self.path)? else {
                         return Ok(());
                     };
-                    self.start_generation(
-                        up,
-                        Shipped::new(file, FileId::of(&meta)),
-                        "file replaced",
-                    )?;
+                    let shipped = Shipped::new(file, FileId::of(&meta));
+                    self.start_generation(up, shipped, &Reason::Replaced)?;
                 }
             }
         }
@@ -455,7 +378,6 @@ impl Follower for FileFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{Kind, ObjectKey};
 
     const A: FileId = FileId { dev: 1, ino: 10 };
     const B: FileId = FileId { dev: 1, ino: 11 };
@@ -464,37 +386,66 @@ mod tests {
 
     fn seen(uploaded: u64, open_len: u64, path_id: Option<FileId>) -> Seen {
         Seen {
+            in_bucket: true,
             uploaded,
             open_len,
             open_id: A,
             path_id,
+            mismatch: None,
+            clock: ClockCheck::Ok,
             quiet: Duration::ZERO,
             successor_grew: false,
+        }
+    }
+
+    fn append(start: u64, end: u64, detached: bool) -> Step {
+        Step::Append {
+            start,
+            end,
+            detached,
         }
     }
 
     #[test]
     fn decides_what_to_upload() {
         assert_eq!(decide(&seen(10, 10, Some(A)), I, G), Step::Idle);
-        assert_eq!(
-            decide(&seen(10, 25, Some(A)), I, G),
-            Step::Append { start: 10, end: 25 }
-        );
-        assert_eq!(
+        assert_eq!(decide(&seen(10, 25, Some(A)), I, G), append(10, 25, false));
+        assert!(matches!(
             decide(&seen(10, 4, Some(A)), I, G),
-            Step::Truncated { len: 4 }
-        );
-        // The old file's tail goes first.
-        assert_eq!(
-            decide(&seen(10, 25, Some(B)), I, G),
-            Step::Append { start: 10, end: 25 }
-        );
+            Step::Restart(Reason::Truncated {
+                from: 10,
+                to: 4,
+                ..
+            })
+        ));
+        // The old file's tail goes first, labelled as a file the path no longer names.
+        assert_eq!(decide(&seen(10, 25, Some(B)), I, G), append(10, 25, true));
         // A vanished path: keep following the open file.
-        assert_eq!(
-            decide(&seen(25, 30, None), I, G),
-            Step::Append { start: 25, end: 30 }
-        );
+        assert_eq!(decide(&seen(25, 30, None), I, G), append(25, 30, true));
         assert_eq!(decide(&seen(30, 30, None), I, G), Step::Idle);
+        // A generation whose first object failed to upload: retried, even if empty.
+        let mut s = seen(0, 0, Some(A));
+        s.in_bucket = false;
+        assert_eq!(decide(&s, I, G), append(0, 0, false));
+    }
+
+    #[test]
+    fn changed_bytes_and_a_clock_set_back_restart_the_generation() {
+        let mut s = seen(10, 25, Some(A));
+        s.mismatch = Some("bytes 0..64 differ".into());
+        assert!(matches!(
+            decide(&s, I, G),
+            Step::Restart(Reason::Changed { .. })
+        ));
+        let mut s = seen(10, 25, Some(A));
+        s.clock = ClockCheck::Wait(Duration::from_millis(3));
+        assert_eq!(decide(&s, I, G), Step::Wait(Duration::from_millis(3)));
+        s.clock = ClockCheck::SteppedBack(60_000);
+        assert_eq!(decide(&s, I, G), Step::Restart(Reason::ClockBack));
+        // Nothing to label: the clock does not matter.
+        let mut s = seen(25, 25, Some(A));
+        s.clock = ClockCheck::SteppedBack(60_000);
+        assert_eq!(decide(&s, I, G), Step::Idle);
     }
 
     #[test]
@@ -516,55 +467,5 @@ mod tests {
         s.quiet = Duration::ZERO;
         s.successor_grew = false;
         assert_eq!(decide(&s, I, Duration::ZERO), Step::Replaced);
-    }
-
-    fn delta(generation: u64, mode: Mode, start: u64, end: u64, t: u64, crc: u32) -> ObjectKey {
-        ObjectKey {
-            generation,
-            mode,
-            part: if mode == Mode::File {
-                "file".into()
-            } else {
-                "x.manifest".into()
-            },
-            start,
-            end,
-            time_ms: t,
-            crc,
-            kind: Kind::Delta,
-        }
-    }
-
-    #[test]
-    fn resumes_the_newest_whole_file_chain() {
-        let data = b"0123456789abcdef";
-        let gens = chain::generations(vec![
-            delta(1, Mode::File, 0, 4, 10, 7),
-            delta(2, Mode::File, 0, 10, 20, crc32fast::hash(&data[..10])),
-            delta(2, Mode::File, 10, 16, 30, crc32fast::hash(&data[10..])),
-        ]);
-        let r = resumable(&gens).unwrap();
-        assert_eq!(r.generation.number, 2);
-        assert_eq!(
-            (r.end, r.crc, r.last_time_ms),
-            (16, crc32fast::hash(data), 30)
-        );
-
-        // The newest generation is the highest number, whatever its times say (a clock that
-        // was ahead while generation 1 was written).
-        let skewed = chain::generations(vec![
-            delta(1, Mode::File, 0, 4, 9_999, 7),
-            delta(2, Mode::File, 0, 10, 20, crc32fast::hash(&data[..10])),
-        ]);
-        assert_eq!(resumable(&skewed).unwrap().generation.number, 2);
-
-        let gap = chain::generations(vec![
-            delta(2, Mode::File, 0, 10, 20, 0),
-            delta(2, Mode::File, 12, 16, 30, 0),
-        ]);
-        assert!(resumable(&gap).unwrap_err().contains("cannot be continued"));
-        let other = chain::generations(vec![delta(3, Mode::AofDir, 0, 10, 20, 0)]);
-        assert!(resumable(&other).is_err());
-        assert!(resumable(&[]).is_err());
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Exit, Result};
 use crate::layout::ObjectKey;
-use crate::s3::{Backoff, S3Error, Store};
+use crate::s3::{Backoff, ObjectStore, S3Error};
 
 /// Downloads in flight at once. Measured with scripts/bench on a chain of 2000 small deltas
 /// against a local s3s-fs: 8 workers 347 objects/s, 16 593/s, 32 962/s (each request waits on
@@ -28,9 +28,13 @@ const SMALL: u64 = 512 << 10;
 /// Attempts per object before a transient failure is final.
 const ATTEMPTS: u32 = 6;
 
-/// Writes every object of `chain` at its own offset in `out`, in order. `what` names the target
-/// in messages.
-pub fn fetch_chain(store: &Store, root: &str, chain: &[ObjectKey], out: &File) -> Result<()> {
+/// Writes every object of `chain` (keys below `root`) at its own offset in `out`, in order.
+pub fn fetch_chain(
+    store: &dyn ObjectStore,
+    root: &str,
+    chain: &[ObjectKey],
+    out: &File,
+) -> Result<()> {
     struct Window {
         next_fetch: usize,
         written: usize,
@@ -156,7 +160,7 @@ enum Failure {
 
 type Attempt<T> = std::result::Result<T, Failure>;
 
-fn get(store: &Store, root: &str, o: &ObjectKey) -> Attempt<crate::s3::ObjectBody> {
+fn get(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Attempt<crate::s3::ObjectBody> {
     match store.get(&o.key(root)) {
         Ok(b) => {
             if let Some(len) = b.len
@@ -193,7 +197,7 @@ fn verify(o: &ObjectKey, crc: u32) -> Option<Error> {
     })
 }
 
-fn fetch_small(store: &Store, root: &str, o: &ObjectKey) -> Result<Vec<u8>> {
+fn fetch_small(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Result<Vec<u8>> {
     with_retries(o, || {
         let body = get(store, root, o)?;
         let mut buf = Vec::with_capacity(o.len() as usize);
@@ -223,7 +227,7 @@ fn fetch_small(store: &Store, root: &str, o: &ObjectKey) -> Result<Vec<u8>> {
     })
 }
 
-fn stream_large(store: &Store, root: &str, o: &ObjectKey, out: &File) -> Result<()> {
+fn stream_large(store: &dyn ObjectStore, root: &str, o: &ObjectKey, out: &File) -> Result<()> {
     with_retries(o, || {
         let mut body = get(store, root, o)?;
         let mut h = crc32fast::Hasher::new();

@@ -1,0 +1,202 @@
+//! Which recovery points can be rebuilt from the keys alone: for `list`, which shows only those
+//! and names the others. One pass per part (a month of one-second points is millions of them),
+//! deciding exactly as [`super::plan_part`] would.
+
+use std::collections::BTreeMap;
+
+use super::{ChainError, GenId, Generation, RecoveryPoint};
+use crate::layout::{Kind, ObjectKey};
+
+/// A recovery point whose chain cannot be rebuilt from the keys in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenPoint {
+    pub point: RecoveryPoint,
+    pub why: ChainError,
+}
+
+/// Splits `points` (from [`recovery_points`]) into those whose every part's chain is whole as of
+/// the point's time, and the broken ones with the reason.
+pub fn check_points(
+    gens: &[Generation],
+    points: Vec<RecoveryPoint>,
+) -> (Vec<RecoveryPoint>, Vec<BrokenPoint>) {
+    // For each generation and part, the verdict after each time an object arrived.
+    let mut verdicts: BTreeMap<GenId, Vec<Vec<Verdict>>> = BTreeMap::new();
+    for g in gens {
+        let per_part = g.parts.values().map(|objs| part_verdicts(objs)).collect();
+        verdicts.insert(g.id, per_part);
+    }
+    let mut good = Vec::new();
+    let mut broken = Vec::new();
+    for p in points {
+        let verdict = verdicts
+            .get(&p.generation)
+            .into_iter()
+            .flatten()
+            .filter_map(|part| {
+                // The verdict as of the newest time not after the point; a part with no object
+                // by then is not part of this point.
+                let i = part.partition_point(|(t, _)| *t <= p.time_ms);
+                i.checked_sub(1).map(|i| &part[i].1)
+            })
+            .find_map(|v| v.as_ref().err());
+        match verdict {
+            None => good.push(p),
+            Some(why) => broken.push(BrokenPoint {
+                point: p,
+                why: why.clone(),
+            }),
+        }
+    }
+    (good, broken)
+}
+
+/// Whether a part's chain is whole as of a time.
+type Verdict = (u64, Result<(), ChainError>);
+
+/// Whether one part's chain is whole after each distinct object time: what [`super::plan_part`] would
+/// answer at that time, computed incrementally.
+fn part_verdicts(objects: &[ObjectKey]) -> Vec<Verdict> {
+    let mut by_time: Vec<&ObjectKey> = objects.iter().collect();
+    by_time.sort_by_key(|o| o.time_ms);
+    // Seen deltas: start -> longest end (the planner takes the longest one at each offset).
+    let mut deltas: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut snap: Option<(u64, u64)> = None; // (time, end) of the newest snapshot
+    let mut reach: Option<u64> = None; // end of the whole chain; None: nothing starts it
+    let mut out: Vec<Verdict> = Vec::new();
+    let mut i = 0;
+    while i < by_time.len() {
+        let t = by_time[i].time_ms;
+        let mut restart = false;
+        while i < by_time.len() && by_time[i].time_ms == t {
+            let o = by_time[i];
+            match o.kind {
+                Kind::Snap => {
+                    if snap.is_none_or(|(st, se)| (o.time_ms, o.end) > (st, se)) {
+                        snap = Some((o.time_ms, o.end));
+                        restart = true;
+                    }
+                }
+                Kind::Delta => {
+                    let e = deltas.entry(o.start).or_insert(o.end);
+                    *e = (*e).max(o.end);
+                    // A longer retry of an object inside the chain can change its path.
+                    restart |= reach.is_some_and(|r| o.start < r && o.end > r);
+                }
+            }
+            i += 1;
+        }
+        // A new snapshot moves the chain's start (and a longer retry its path); deltas
+        // appended at the end only extend it.
+        if restart || reach.is_none() {
+            reach = match snap {
+                Some((_, end)) => Some(end),
+                None => deltas.contains_key(&0).then_some(0),
+            };
+        }
+        if let Some(r) = reach.as_mut() {
+            while let Some(&e) = deltas.get(r) {
+                if e <= *r {
+                    break;
+                }
+                *r = e;
+            }
+        }
+        let verdict = match reach {
+            None => Err(ChainError(format!(
+                "part {}: no object starts at offset 0",
+                by_time[0].part
+            ))),
+            Some(r) => match deltas.range(r + 1..).next() {
+                Some((&start, _)) => Err(ChainError(format!(
+                    "part {}: bytes {r}..{start} are missing",
+                    by_time[0].part
+                ))),
+                None => Ok(()),
+            },
+        };
+        out.push((t, verdict));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::tests::delta;
+    use crate::chain::{generations, plan_part, recovery_points};
+    use crate::layout::FILE_PART;
+
+    #[test]
+    fn check_points_names_what_is_missing() {
+        let gens = generations(vec![
+            delta(1, 0, 10, 100),
+            // 10..20, observed at 200, was deleted from the bucket
+            delta(1, 20, 30, 300),
+            delta(1, 30, 35, 400),
+            delta(2, 0, 5, 500),
+        ]);
+        let pts = recovery_points(&gens);
+        let (good, broken) = check_points(&gens, pts);
+        let times: Vec<u64> = good.iter().map(|p| p.time_ms).collect();
+        assert_eq!(times, [100, 500]);
+        assert_eq!(broken.len(), 2);
+        assert_eq!(broken[0].point.time_ms, 300);
+        assert!(
+            broken[0].why.0.contains("bytes 10..20 are missing"),
+            "{:?}",
+            broken[0]
+        );
+    }
+
+    /// The one-pass check agrees with the planner on random chains with holes, retries,
+    /// empty starts and snapshots.
+    #[test]
+    fn check_points_agrees_with_plan_part() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let mut objs = Vec::new();
+            let (mut end, mut t) = (0u64, 0u64);
+            for _ in 0..1 + next(8) {
+                t += 1 + next(3);
+                let len = next(4);
+                let mut o = delta(1, end, end + len, t);
+                match next(6) {
+                    0 => o.start += 1 + next(3),           // a hole
+                    1 if end > 0 => o.start -= 1.min(end), // overlap
+                    2 => {
+                        o.kind = Kind::Snap;
+                        o.start = 0;
+                    }
+                    _ => {}
+                }
+                o.end = o.end.max(o.start);
+                end = o.end;
+                if next(5) != 0 {
+                    objs.push(o); // else: deleted
+                }
+            }
+            let gens = generations(objs.clone());
+            let pts = recovery_points(&gens);
+            let (good, broken) = check_points(&gens, pts);
+            for p in &good {
+                assert!(
+                    plan_part(&gens[0].parts[FILE_PART], p.time_ms).is_ok(),
+                    "{objs:?} at {p:?}"
+                );
+            }
+            for b in &broken {
+                assert!(
+                    plan_part(&gens[0].parts[FILE_PART], b.point.time_ms).is_err(),
+                    "{objs:?} at {b:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The `--help` texts. Every option of [`super::OPTIONS`] appears in the text of each command
+//! that takes it (a test checks it, and that man/petrify.1 documents it).
+
+pub const MAIN_HELP: &str = "\
+petrify: continuous backup of an append-only log (or a Redis 7 appendonlydir/) to S3,
+and point-in-time recovery.
+
+Usage:
+  petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [options]
+  petrify recover --bucket B --prefix P --file PATH [--at-timestamp TIME] [--force] [options]
+  petrify list    --bucket B --prefix P [options]
+  petrify --help | --version | COMMAND --help
+
+Options for every command:
+  --endpoint URL   S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,
+                   else https://s3.REGION.amazonaws.com)
+  --region R       (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)
+  --path-style     address the bucket as ENDPOINT/BUCKET (automatic for IPs and localhost)
+
+Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.
+Logging: RUST_LOG (default info). See petrify(1).
+";
+
+pub const PERSIST_HELP: &str = "\
+petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [options]
+
+Follows PATH (an append-only file, or a Redis 7 appendonlydir/ folder) and uploads every
+newly appended byte range to s3://B/P/ each interval. Resumes an existing chain on restart.
+Checks each interval that what was uploaded is still the file's (a change starts a new
+generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is pending.
+
+  --file PATH        the file or folder to follow (waited for if it does not exist yet)
+  --interval SECONDS how often to look for new bytes (default 1; fractions allowed, >= 0.01)
+  --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
+";
+
+pub const RECOVER_HELP: &str = "\
+petrify recover --bucket B --prefix P --file PATH [--at-timestamp TIME] [--force] [options]
+
+Rebuilds PATH from s3://B/P/ as of the newest recovery point, or the newest one at or before
+TIME. Verifies every offset and CRC, writes a temporary copy beside PATH and renames it into
+place: PATH is either the complete recovery point or untouched.
+
+  --file PATH         where to write the file (or folder, for a Redis appendonlydir/ backup)
+  --at-timestamp TIME RFC 3339 (2026-11-25T21:04:05.123Z) or Unix seconds (1764104645.123)
+  --force             replace PATH if it exists
+  --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
+";
+
+pub const LIST_HELP: &str = "\
+petrify list --bucket B --prefix P [options]
+
+Prints the recovery points under s3://B/P/, oldest first, one per line:
+  TIME (RFC 3339 UTC, milliseconds)  UNIX-SECONDS  GENERATION  BYTES
+Either time can be given to recover --at-timestamp. BYTES is the file's size at that point
+(for a folder, all its files together). Points whose chain misses an object are not listed:
+they are named on stderr, and list exits with status 65.
+
+  --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
+";

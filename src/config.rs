@@ -1,0 +1,334 @@
+//! From the parsed command line and the environment to what each command needs: every default
+//! applied here, every value checked here, each message naming the option or variable at
+//! fault. Below this layer errors are typed or in plain words; option names live here and in
+//! `cli`.
+
+use std::time::Duration;
+
+use rusty_s3::Credentials;
+
+use crate::bucket::Place;
+use crate::cli::{Args, CommandName, usage_msg};
+use crate::error::{Error, Exit, Hint, Result};
+use crate::recover::RecoverRequest;
+use crate::s3::{ConfigError, StoreConfig};
+use crate::tail::PersistRequest;
+use crate::timestamp::{self, BadTime};
+
+/// Default `--interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default largest object: well under S3's 5 GiB PutObject limit, and small enough that a
+/// failed upload costs little to redo.
+pub const DEFAULT_MAX_OBJECT: u64 = 1 << 30;
+
+/// A command, ready to run, and the store it runs against.
+#[derive(Debug)]
+pub struct Command {
+    pub run: Run,
+    pub store: StoreConfig,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    Persist(PersistRequest),
+    Recover(RecoverRequest),
+    List(Place),
+}
+
+/// Resolves `args` for `command` against the environment (`env`).
+pub fn resolve(
+    command: CommandName,
+    args: Args,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command> {
+    let c = command.as_str();
+    let bucket = args
+        .bucket
+        .ok_or_else(|| usage_msg(format!("petrify {c} needs --bucket")))?;
+    if bucket.is_empty() {
+        return Err(usage_msg("--bucket is empty"));
+    }
+    // The prefix may be empty (the bucket's top level) but must be given, so that nobody writes
+    // to the top of a shared bucket by forgetting it.
+    let prefix = args.prefix.ok_or_else(|| {
+        usage_msg(format!(
+            "petrify {c} needs --prefix (use --prefix '' for the top of the bucket)"
+        ))
+    })?;
+    check_prefix(&prefix)?;
+    let place = Place { bucket, prefix };
+    let need_file = || usage_msg(format!("petrify {c} needs --file"));
+    // The command's own options first: a usage error beats a missing credential.
+    let run = match command {
+        CommandName::Persist => Run::Persist(PersistRequest {
+            place: place.clone(),
+            file: args.file.ok_or_else(need_file)?,
+            interval: match &args.interval {
+                Some(v) => parse_interval(v)?,
+                None => DEFAULT_INTERVAL,
+            },
+            max_object: max_object(&env)?,
+        }),
+        CommandName::Recover => Run::Recover(RecoverRequest {
+            place: place.clone(),
+            file: args.file.ok_or_else(need_file)?,
+            at_ms: args.at_timestamp.as_deref().map(parse_time).transpose()?,
+            force: args.force,
+        }),
+        CommandName::List => Run::List(place.clone()),
+    };
+    let store = store_config(
+        &place.bucket,
+        args.endpoint,
+        args.region,
+        args.path_style,
+        env,
+    )?;
+    Ok(Command { run, store })
+}
+
+/// Prefixes are limited to S3's "safe characters": some stores decode `+` and `%` in listings
+/// differently from how they were written, which would hide objects from recovery.
+fn check_prefix(p: &str) -> Result<()> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()/".contains(c);
+    if let Some(c) = p.chars().find(|c| !safe(*c)) {
+        return Err(usage_msg(format!(
+            "--prefix {p:?} contains {c:?}: use letters, digits, / and ! - _ . * ' ( ) only"
+        )));
+    }
+    if p.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(usage_msg(format!(
+            "--prefix {p:?} has a . or .. segment: name the folder plainly"
+        )));
+    }
+    if p.len() > 512 {
+        return Err(usage_msg("--prefix is longer than 512 characters"));
+    }
+    Ok(())
+}
+
+fn parse_interval(s: &str) -> Result<Duration> {
+    let secs: f64 = s.trim().parse().map_err(|_| {
+        usage_msg(format!(
+            "--interval {s:?} is not a number of seconds (example: 1 or 0.5)"
+        ))
+    })?;
+    if !secs.is_finite() || !(0.01..=86_400.0).contains(&secs) {
+        return Err(usage_msg(format!(
+            "--interval {s} is out of range: give 0.01 to 86400 seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_time(s: &str) -> Result<u64> {
+    timestamp::parse(s).map_err(|e| {
+        usage_msg(match e {
+            BadTime::NotATime => format!(
+                "--at-timestamp {s:?} is not a time: give RFC 3339 (2026-11-25T21:04:05Z) or \
+                 Unix seconds (1764104645), as `petrify list` prints them"
+            ),
+            BadTime::BeforeEpoch => format!("--at-timestamp {s:?} is before 1970"),
+        })
+    })
+}
+
+/// `PETRIFY_MAX_OBJECT_BYTES`: the largest object persist uploads (default 1 GiB, at least
+/// 1 MiB, at most 5 GiB: S3's limit for one PUT).
+fn max_object(env: impl Fn(&str) -> Option<String>) -> Result<u64> {
+    let Some(v) = env("PETRIFY_MAX_OBJECT_BYTES").filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_MAX_OBJECT);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if ((1 << 20)..=(5 << 30)).contains(&n) => Ok(n),
+        _ => Err(Error::new(
+            Exit::Config,
+            format!(
+                "PETRIFY_MAX_OBJECT_BYTES={v:?}: give a number of bytes from 1048576 to 5368709120"
+            ),
+        )),
+    }
+}
+
+/// Resolves endpoint, region and credentials from the options and the environment.
+fn store_config(
+    bucket: &str,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StoreConfig> {
+    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    let region = region
+        .or_else(|| nonempty("AWS_REGION"))
+        .or_else(|| nonempty("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".into());
+    let endpoint = endpoint
+        .or_else(|| nonempty("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| nonempty("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+    let (Some(key), Some(secret)) = (
+        nonempty("AWS_ACCESS_KEY_ID"),
+        nonempty("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        return Err(Error::new(
+            Exit::Config,
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
+             AWS_SESSION_TOKEN for temporary credentials)",
+        ));
+    };
+    let credentials = match nonempty("AWS_SESSION_TOKEN") {
+        Some(token) => Credentials::new_with_token(key, secret, token),
+        None => Credentials::new(key, secret),
+    };
+    Ok(StoreConfig {
+        endpoint,
+        region,
+        bucket: bucket.to_string(),
+        path_style: path_style.then_some(true),
+        credentials,
+    })
+}
+
+/// An error as the operator reads it: its message, and its hint in terms of the options.
+pub fn describe(e: &Error) -> String {
+    let hint = match e.hint {
+        None => return e.message.clone(),
+        Some(Hint::CheckBucketAndPrefix) => "check --bucket and --prefix",
+        Some(Hint::CheckBucket) => "check --bucket, or create the bucket",
+        Some(Hint::GiveForce) => "or give --force to replace it",
+        Some(Hint::GiveLaterTime) => "give a later --at-timestamp",
+    };
+    let sep = if e.hint == Some(Hint::GiveForce) {
+        ", "
+    } else {
+        ": "
+    };
+    format!("{}{sep}{hint}", e.message)
+}
+
+/// Words for a store configuration that cannot address its bucket.
+pub fn store_error(e: &ConfigError, cfg: &StoreConfig) -> Error {
+    let m = match e {
+        ConfigError::NotAUrl(why) => {
+            format!("--endpoint {:?} is not a URL ({why})", cfg.endpoint)
+        }
+        ConfigError::UnsupportedScheme => "--endpoint must start with https:// or http://".into(),
+        ConfigError::MissingHost => "--endpoint has no host".into(),
+        ConfigError::BucketNotAddressable => format!(
+            "bucket {:?} cannot be addressed at this endpoint (try --path-style)",
+            cfg.bucket
+        ),
+    };
+    usage_msg(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Parsed, parse};
+    use std::ffi::OsString;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "AWS_ACCESS_KEY_ID" => Some("AK".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("SK".to_string()),
+            "AWS_DEFAULT_REGION" => Some("eu-west-3".to_string()),
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9000".to_string()),
+            _ => None,
+        }
+    }
+
+    fn run(args: &[&str]) -> Result<Command> {
+        let parsed = parse("petrify", args.iter().map(OsString::from).collect())?;
+        let Parsed::Run(c, a) = parsed else {
+            panic!("{parsed:?}")
+        };
+        resolve(c, a, env)
+    }
+
+    #[test]
+    fn defaults_and_environment_are_resolved_here() {
+        let c = run(&["persist", "--bucket", "b", "--prefix", "p", "--file", "f"]).unwrap();
+        let (Run::Persist(p), s) = (c.run, c.store) else {
+            panic!()
+        };
+        assert_eq!(p.interval, DEFAULT_INTERVAL);
+        assert_eq!(p.max_object, DEFAULT_MAX_OBJECT);
+        assert_eq!((s.region.as_str(), s.bucket.as_str()), ("eu-west-3", "b"));
+        assert_eq!(s.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(s.path_style, None);
+
+        let Run::Recover(r) = run(&[
+            "recover",
+            "--bucket",
+            "b",
+            "--prefix",
+            "",
+            "--file",
+            "f",
+            "--at-timestamp",
+            "1764104645.5",
+            "--force",
+        ])
+        .unwrap()
+        .run
+        else {
+            panic!()
+        };
+        assert_eq!(r.at_ms, Some(1_764_104_645_500));
+        assert!(r.force);
+
+        let cfg = store_config("b", None, None, false, |k| match k {
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("x".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.endpoint, "https://s3.us-east-1.amazonaws.com");
+        let none = store_config("b", None, None, false, |_| None);
+        assert_eq!(none.unwrap_err().exit, Exit::Config);
+        assert_eq!(
+            max_object(|_| Some("5".into())).unwrap_err().exit,
+            Exit::Config
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_option() {
+        let persist = ["persist", "--bucket", "b", "--prefix", "p", "--file", "f"];
+        let recover = ["recover", "--bucket", "b", "--prefix", "p", "--file", "f"];
+        let with = |base: &[&'static str], extra: &[&'static str]| [base, extra].concat();
+        for (args, needle) in [
+            (vec!["persist", "--prefix", "p", "--file", "f"], "--bucket"),
+            (vec!["persist", "--bucket", "b", "--file", "f"], "--prefix"),
+            (vec!["persist", "--bucket", "b", "--prefix", "p"], "--file"),
+            (with(&persist, &["--interval", "0"]), "--interval"),
+            (with(&persist, &["--interval", "x"]), "--interval"),
+            (with(&persist, &["--interval", "NaN"]), "--interval"),
+            (
+                with(&recover, &["--at-timestamp", "soon"]),
+                "--at-timestamp",
+            ),
+            (
+                vec!["recover", "--bucket", "", "--prefix", "p", "--file", "f"],
+                "--bucket",
+            ),
+            (vec!["list", "--bucket", "b", "--prefix", "a+b"], "--prefix"),
+            (vec!["list", "--bucket", "b", "--prefix", "50%"], "--prefix"),
+            (
+                vec!["list", "--bucket", "b", "--prefix", "a/../b"],
+                "--prefix",
+            ),
+            (
+                vec!["list", "--bucket", "b", "--prefix", "tab\there"],
+                "--prefix",
+            ),
+        ] {
+            let e = run(&args).unwrap_err();
+            assert_eq!(e.exit, Exit::Usage, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! One part of a recovery point rebuilt into a new file: its chain planned as of the point,
+//! downloaded, verified and synced. The one restore path for a single file and for each file
+//! of a Redis folder.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use crate::chain::{self, Generation};
+use crate::error::{Error, Exit, Result};
+use crate::s3::ObjectStore;
+
+use super::fetch;
+
+/// What was written.
+pub struct Restored {
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+/// Writes `part` of generation `g` as of `time_ms` to `path`, which must not exist.
+pub fn restore_part(
+    store: &dyn ObjectStore,
+    root: &str,
+    g: &Generation,
+    part: &str,
+    time_ms: u64,
+    path: &Path,
+) -> Result<Restored> {
+    let objects = g.parts.get(part).map(Vec::as_slice).unwrap_or(&[]);
+    let plan = chain::plan_part(objects, time_ms).map_err(|e| {
+        let e = e.0;
+        let e = match e.starts_with("part ") {
+            true => e,
+            false => format!("part {part}: {e}"),
+        };
+        Error::new(
+            Exit::Data,
+            format!(
+                "generation {} is damaged: {e}; `petrify list` shows the points that can \
+                 still be recovered",
+                g.id.number
+            ),
+        )
+    })?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("cannot create", path, &e))?;
+    fetch::fetch_chain(store, root, &plan, &file)?;
+    file.sync_all()
+        .map_err(|e| Error::io("cannot write", path, &e))?;
+    Ok(Restored {
+        objects: plan.len(),
+        bytes: plan.last().map_or(0, |o| o.end),
+    })
+}

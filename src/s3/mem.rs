@@ -1,0 +1,112 @@
+//! An in-memory [`ObjectStore`] for unit tests: followers, planners and leases run against it in
+//! milliseconds. It behaves like S3 where petrify depends on it (keys sorted in listings,
+//! `If-None-Match: *`, 404 for a missing key) and can be told to fail, to exercise retries.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{Listed, ObjectBody, ObjectStore, S3Error};
+
+#[derive(Default)]
+pub struct MemStore {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// The next this many requests fail with a 503 SlowDown.
+    pub fail_next: AtomicU32,
+    /// Requests answered, failures included.
+    pub requests: AtomicU32,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// Every key and its bytes.
+    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        self.objects.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    fn request(&self) -> Result<(), S3Error> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match failing {
+            Ok(_) => Err(S3Error::Status {
+                status: 503,
+                code: Some("SlowDown".into()),
+                message: None,
+                skew_s: None,
+            }),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn not_found() -> S3Error {
+        S3Error::Status {
+            status: 404,
+            code: Some("NoSuchKey".into()),
+            message: None,
+            skew_s: None,
+        }
+    }
+}
+
+impl ObjectStore for MemStore {
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
+        self.request()?;
+        let o = self.objects.lock().map_err(|_| Self::not_found())?;
+        Ok(o.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| Listed {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+
+    fn put(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), S3Error> {
+        self.request()?;
+        let mut buf = Vec::new();
+        body.take(len)
+            .read_to_end(&mut buf)
+            .map_err(|e| S3Error::Network(format!("reading the body: {e}")))?;
+        if buf.len() as u64 != len {
+            return Err(S3Error::Network("the body ended early".into()));
+        }
+        if let Ok(mut o) = self.objects.lock() {
+            o.insert(key.to_string(), buf);
+        }
+        Ok(())
+    }
+
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error> {
+        self.request()?;
+        let mut o = self.objects.lock().map_err(|_| Self::not_found())?;
+        if o.contains_key(key) {
+            return Ok(false);
+        }
+        o.insert(key.to_string(), bytes.to_vec());
+        Ok(true)
+    }
+
+    fn get(&self, key: &str) -> Result<ObjectBody, S3Error> {
+        self.request()?;
+        let o = self.objects.lock().map_err(|_| Self::not_found())?;
+        let bytes = o.get(key).cloned().ok_or_else(Self::not_found)?;
+        Ok(ObjectBody {
+            len: Some(bytes.len() as u64),
+            reader: Box::new(std::io::Cursor::new(bytes)),
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), S3Error> {
+        self.request()?;
+        if let Ok(mut o) = self.objects.lock() {
+            o.remove(key);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! An open file's progress into a generation ([`Shipped`]), what identifies a file
+//! ([`FileId`]), and how a path to follow is opened ([`open_followed`]). Shared by both
+//! followers.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::chain::GenId;
+use crate::error::{Error, Exit, Result};
+
+use super::upload::{UploadError, Uploader, crc_prefix, mtime_ms};
+use super::verify::{self, Witness};
+
+/// (device, inode): what a path refers to, so that a file renamed over it is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// An open file's progress into one generation: how much of it the bucket holds, and what
+/// proves those bytes are still the file's. Shared by the single-file and the Redis-folder
+/// followers.
+pub struct Shipped {
+    pub file: File,
+    /// What the file was when opened: a path naming another file now was replaced.
+    pub id: FileId,
+    /// The uploaded prefix `[0, witness.len())`, and what it looked like as sent.
+    witness: Witness,
+    /// Whether the generation holds this file's first object. It is uploaded even when empty,
+    /// so that a file truncated to nothing, or a new empty incremental file, is in the point.
+    in_bucket: bool,
+}
+
+impl Shipped {
+    /// A file the generation holds nothing of yet.
+    pub fn new(file: File, id: FileId) -> Shipped {
+        Shipped {
+            file,
+            id,
+            witness: Witness::empty(),
+            in_bucket: false,
+        }
+    }
+
+    /// A file whose first `end` bytes, with CRC-32 `crc`, the bucket already holds (a resumed
+    /// chain): checked here. `Ok(Err(file))` when the file no longer starts with exactly those
+    /// bytes.
+    pub fn resumed(
+        file: File,
+        id: FileId,
+        end: u64,
+        crc: u32,
+    ) -> io::Result<std::result::Result<Shipped, File>> {
+        if file.metadata()?.len() < end || crc_prefix(&file, end)? != crc {
+            return Ok(Err(file));
+        }
+        let witness = Witness::resumed(&file, end, crc)?;
+        Ok(Ok(Shipped {
+            file,
+            id,
+            witness,
+            in_bucket: true,
+        }))
+    }
+
+    pub fn uploaded(&self) -> u64 {
+        self.witness.len()
+    }
+
+    pub fn in_bucket(&self) -> bool {
+        self.in_bucket
+    }
+
+    /// Whether a length of `len` calls for an upload.
+    pub fn behind(&self, len: u64) -> bool {
+        !self.in_bucket || len > self.uploaded()
+    }
+
+    /// Whether the bytes uploaded are still the file's (see [`verify`]). `Ok(Err(_))` says what
+    /// differs.
+    pub fn verify(&mut self) -> io::Result<std::result::Result<(), verify::Mismatch>> {
+        if !self.in_bucket {
+            return Ok(Ok(()));
+        }
+        self.witness.check(&self.file)
+    }
+
+    /// Uploads what the bucket lacks up to `len`: from 0 while the generation holds nothing of
+    /// the file, else from the end of what it holds. Progress is kept object by object.
+    pub fn ship(
+        &mut self,
+        up: &mut Uploader,
+        generation: GenId,
+        part: &str,
+        len: u64,
+        time_ms: u64,
+    ) -> std::result::Result<(), UploadError> {
+        let start = self.uploaded();
+        let r = up.put_deltas(
+            generation,
+            part,
+            &self.file,
+            (start, len),
+            time_ms,
+            &mut self.witness,
+        );
+        // Part of a large range may be stored even if the rest failed.
+        self.in_bucket |= r.is_ok() || self.uploaded() > 0;
+        r
+    }
+
+    /// Uploads what the bucket lacks up to `len` of a file that is no longer the datastore's
+    /// (replaced at its path, or left behind by a new generation), labelled with its
+    /// modification time: it stopped being written then, and the generation's last point
+    /// must not claim writes that went elsewhere.
+    pub fn ship_detached(
+        &mut self,
+        up: &mut Uploader,
+        generation: GenId,
+        part: &str,
+        len: u64,
+    ) -> std::result::Result<(), UploadError> {
+        let time = up.clock.at_least(mtime_ms(&self.file));
+        self.ship(up, generation, part, len, time)
+    }
+
+    /// Starts over in a new generation: the bucket holds nothing of it there.
+    pub fn restart(&mut self) {
+        self.witness = Witness::empty();
+        self.in_bucket = false;
+    }
+
+    /// Bytes on disk not uploaded yet.
+    pub fn pending(&self) -> u64 {
+        self.file
+            .metadata()
+            .map(|m| m.len().saturating_sub(self.uploaded()))
+            .unwrap_or(0)
+    }
+}
+
+/// Opens a path to follow without blocking, and refuses anything but a regular file or a
+/// folder: opening a FIFO for reading would block until a writer came, deaf to SIGTERM, and a
+/// device or socket is not a log. `Ok(None)`: nothing is there (yet).
+pub fn open_followed(path: &Path) -> Result<Option<(File, std::fs::Metadata)>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    const O_NONBLOCK: i32 = 0o4000;
+    const O_NOCTTY: i32 = 0o400;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK | O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("cannot open", path, &e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, &e))?;
+    let t = meta.file_type();
+    let what = if t.is_file() || t.is_dir() {
+        return Ok(Some((file, meta)));
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::new(
+        Exit::Usage,
+        format!(
+            "{} is {what}: give the regular file the datastore appends to, or a Redis 7 \
+             appendonlydir/ folder",
+            path.display()
+        ),
+    ))
+}

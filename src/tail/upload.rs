@@ -1,0 +1,287 @@
+//! Turning byte ranges of open files into objects: read, CRC, key, PUT, and what the file's
+//! [`Witness`] keeps of the bytes sent. Large ranges are split at the largest object size and
+//! streamed by positioned reads, so memory stays flat.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+use crate::chain::GenId;
+use crate::layout::{Kind, ObjectKey};
+use crate::s3::{ObjectStore, S3Error};
+
+use super::clock::Clock;
+use super::verify::{Capture, Witness};
+
+/// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
+/// read twice (CRC, then upload), so memory stays flat whatever the range.
+const BUFFER_LIMIT: u64 = 8 << 20;
+
+/// Why an upload did not complete. Both are retried by the polling loop: S3 with backoff, a
+/// read by looking at the file again (a file that shrank while being read is then a truncation).
+#[derive(Debug)]
+pub enum UploadError {
+    S3(S3Error),
+    /// Reading the followed file failed, or it shrank or changed while being read.
+    Read(io::Error),
+}
+
+impl From<S3Error> for UploadError {
+    fn from(e: S3Error) -> Self {
+        UploadError::S3(e)
+    }
+}
+
+/// Turns byte ranges of open files into objects.
+pub struct Uploader<'a> {
+    pub store: &'a dyn ObjectStore,
+    pub root: String,
+    pub clock: Clock,
+    /// The largest object to upload; larger ranges are split.
+    pub max_object: u64,
+    /// Objects and bytes uploaded since start (for the log and tests).
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Where the bytes of one upload come from.
+pub struct Source<'a> {
+    pub file: &'a File,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Uploader<'_> {
+    /// Uploads `[start, end)` of `file` as deltas of `part` in `generation`, observed at
+    /// `time_ms`: one object, or several of at most `max_object` bytes each (S3 refuses a
+    /// single PUT over 5 GiB; a catch-up after a long outage, or a large Redis base, can be
+    /// bigger). `done` follows each object S3 has acknowledged, with the bytes it holds, so a
+    /// failure keeps the progress. An empty range is uploaded as one empty object (a
+    /// generation's start).
+    pub(super) fn put_deltas(
+        &mut self,
+        generation: GenId,
+        part: &str,
+        file: &File,
+        (start, end): (u64, u64),
+        time_ms: u64,
+        done: &mut Witness,
+    ) -> Result<(), UploadError> {
+        let mut from = start;
+        loop {
+            let to = end.min(from.saturating_add(self.max_object));
+            let src = Source {
+                file,
+                start: from,
+                end: to,
+            };
+            let (key, capture) = self.put_delta(generation, part, src, time_ms)?;
+            done.extend(capture, key.crc);
+            from = to;
+            if from >= end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Uploads `[start, end)` of `file` as one delta. Returns the key once S3 answered 2xx, and
+    /// what the file's [`Witness`] keeps of the bytes sent.
+    fn put_delta(
+        &mut self,
+        generation: GenId,
+        part: &str,
+        src: Source<'_>,
+        time_ms: u64,
+    ) -> Result<(ObjectKey, Capture), UploadError> {
+        let len = src.end - src.start;
+        let mut buffered = Vec::new();
+        let mut capture = Capture::new(src.start, src.end);
+        let crc = if len <= BUFFER_LIMIT {
+            buffered = vec![0; len as usize];
+            read_exact_at(src.file, &mut buffered, src.start).map_err(UploadError::Read)?;
+            capture.feed(src.start, &buffered);
+            crc32fast::hash(&buffered)
+        } else {
+            crc_range(src.file, src.start, src.end).map_err(UploadError::Read)?
+        };
+        let key = object_key(
+            generation,
+            part,
+            Kind::Delta,
+            (src.start, src.end),
+            time_ms,
+            crc,
+        );
+        let full = key.key(&self.root);
+        if len <= BUFFER_LIMIT {
+            self.store.put(&full, &mut &buffered[..], len)?;
+        } else {
+            let mut reader = RangeReader {
+                file: src.file,
+                pos: src.start,
+                end: src.end,
+                hasher: crc32fast::Hasher::new(),
+                expect: crc,
+                capture,
+            };
+            self.store.put(&full, &mut reader, len)?;
+            capture = reader.capture;
+        }
+        Ok((self.stored(key), capture))
+    }
+
+    /// Uploads a whole small file already in memory (a Redis manifest) as a `snap` object.
+    pub fn put_snap(
+        &mut self,
+        generation: GenId,
+        part: &str,
+        bytes: &[u8],
+        time_ms: u64,
+    ) -> Result<ObjectKey, S3Error> {
+        let len = bytes.len() as u64;
+        let key = object_key(
+            generation,
+            part,
+            Kind::Snap,
+            (0, len),
+            time_ms,
+            crc32fast::hash(bytes),
+        );
+        self.store.put(&key.key(&self.root), &mut &bytes[..], len)?;
+        Ok(self.stored(key))
+    }
+
+    fn stored(&mut self, key: ObjectKey) -> ObjectKey {
+        self.objects += 1;
+        self.bytes += key.len();
+        log::debug!("uploaded {key} ({} bytes)", key.len());
+        key
+    }
+}
+
+fn object_key(
+    generation: GenId,
+    part: &str,
+    kind: Kind,
+    (start, end): (u64, u64),
+    time_ms: u64,
+    crc: u32,
+) -> ObjectKey {
+    ObjectKey {
+        generation: generation.number,
+        mode: generation.mode,
+        part: part.to_string(),
+        start,
+        end,
+        time_ms,
+        crc,
+        kind,
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being read",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// A file's modification time in Unix milliseconds (0 if the system cannot say).
+pub fn mtime_ms(file: &File) -> u64 {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// CRC-32 of the first `end` bytes of a file (to check that a chain can be continued).
+pub fn crc_prefix(file: &File, end: u64) -> io::Result<u32> {
+    crc_range(file, 0, end)
+}
+
+fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = start;
+    while pos < end {
+        let n = ((end - pos) as usize).min(buf.len());
+        read_exact_at(file, &mut buf[..n], pos)?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize())
+}
+
+/// Streams `[pos, end)` of a file by positioned reads. Ends in an error, never early: ureq would
+/// spin on a short body, and a body whose CRC no longer matches its key must not be stored, so
+/// the last read fails instead of completing the request.
+struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    hasher: crc32fast::Hasher,
+    expect: u32,
+    capture: Capture,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.end || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = ((self.end - self.pos) as usize).min(buf.len());
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank during the upload",
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.capture.feed(self.pos, &buf[..n]);
+        self.pos += n as u64;
+        if self.pos == self.end && self.hasher.clone().finalize() != self.expect {
+            return Err(io::Error::other("the file changed during the upload"));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_reader_refuses_short_or_changed_files() {
+        let dir = std::env::temp_dir().join(format!("petrify-rr-{}", std::process::id()));
+        std::fs::write(&dir, b"hello world").unwrap();
+        let f = File::open(&dir).unwrap();
+        let read = |end: u64, expect: u32| {
+            let mut r = RangeReader {
+                file: &f,
+                pos: 0,
+                end,
+                hasher: crc32fast::Hasher::new(),
+                expect,
+                capture: Capture::new(0, end),
+            };
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map(|_| v)
+        };
+        assert_eq!(
+            read(11, crc32fast::hash(b"hello world")).unwrap(),
+            b"hello world"
+        );
+        assert!(read(11, 1).is_err());
+        assert!(read(20, 1).is_err());
+        std::fs::remove_file(&dir).unwrap();
+    }
+}

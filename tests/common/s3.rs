@@ -1,0 +1,316 @@
+//! A real s3s-fs server process on a free loopback port, and the test's own view of the
+//! bucket (read from the server's folder, independent of petrify's listing code).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use super::process::{Proc, Scratch, append, free_port, spawn, text, wait_for};
+use super::redis::aof_files;
+
+pub const ACCESS_KEY: &str = "PETRIFYTESTKEY";
+pub const SECRET_KEY: &str = "petrify-test-secret-0123456789";
+pub const BUCKET: &str = "bkt";
+
+/// An s3s-fs server on a free port, serving `dir`; buckets are folders in it.
+pub struct S3 {
+    pub proc: Option<Proc>,
+    pub port: u16,
+    pub dir: Scratch,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let dir = Scratch::new("s3");
+        std::fs::create_dir_all(dir.path(BUCKET)).unwrap();
+        let port = free_port();
+        let mut s3 = S3 {
+            proc: None,
+            port,
+            dir,
+        };
+        s3.restart();
+        s3
+    }
+
+    /// Starts the server (again) on the same port and folder.
+    pub fn restart(&mut self) {
+        let child = Command::new(s3s_fs())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start s3s-fs: run .ci/run or `cargo install s3s-fs@0.14.1 --features binary --locked`");
+        self.proc = Some(Proc::new(child, "s3s-fs"));
+        let port = self.port;
+        wait_for("s3s-fs to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The object keys under `prefix/petrify-v1/`, relative to it, sorted; read from the
+    /// server's folder (the test's view of the bucket, independent of petrify's listing code).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let root = self.dir.path(BUCKET).join(prefix).join("petrify-v1");
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.retain(|k| k != "writer.lease");
+        out.sort();
+        out
+    }
+
+    /// Appends `data` to `path`, waits until the bucket holds the file up to its new end, and
+    /// returns the file's content.
+    pub fn append_and_wait(&self, prefix: &str, path: &Path, data: &[u8]) -> Vec<u8> {
+        append(path, data);
+        let content = std::fs::read(path).unwrap();
+        let len = content.len() as u64;
+        wait_for(
+            "the append to reach the bucket",
+            Duration::from_secs(30),
+            || self.uploaded_end(prefix) == Some(len),
+        );
+        content
+    }
+
+    /// Whether a persist holds the prefix's writer lease.
+    pub fn has_lease(&self, prefix: &str) -> bool {
+        self.object_path(prefix, "writer.lease").exists()
+    }
+
+    /// Path of an object's bytes on the server's disk.
+    pub fn object_path(&self, prefix: &str, rel: &str) -> PathBuf {
+        self.dir
+            .path(BUCKET)
+            .join(prefix)
+            .join("petrify-v1")
+            .join(rel)
+    }
+
+    /// Parsed (generation, part, start, end) of every object.
+    pub fn ranges(&self, prefix: &str) -> Vec<Obj> {
+        self.keys(prefix)
+            .iter()
+            .filter_map(|k| Obj::parse(k))
+            .collect()
+    }
+
+    /// The highest end offset uploaded for the newest generation's `part`.
+    pub fn uploaded_end(&self, prefix: &str) -> Option<u64> {
+        let objs = self.ranges(prefix);
+        let g = objs.iter().map(|o| o.generation).max()?;
+        objs.iter()
+            .filter(|o| o.generation == g)
+            .map(|o| o.end)
+            .max()
+    }
+
+    /// A petrify command with this server's endpoint and credentials.
+    pub fn petrify(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_petrify"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "debug");
+        c
+    }
+
+    /// Runs a petrify command to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.petrify().args(args).output().expect("run petrify")
+    }
+
+    /// Starts `petrify persist` in the background.
+    pub fn persist(&self, prefix: &str, file: &Path, interval: &str) -> Proc {
+        self.persist_via(&self.endpoint(), prefix, file, interval)
+    }
+
+    /// Starts `petrify persist` in the background, talking to `endpoint` (a proxy).
+    pub fn persist_via(&self, endpoint: &str, prefix: &str, file: &Path, interval: &str) -> Proc {
+        spawn(self.persist_cmd(endpoint, prefix, file, interval))
+    }
+
+    /// The `petrify persist` command line, for a test to add to before [`spawn`]ing it.
+    pub fn persist_cmd(
+        &self,
+        endpoint: &str,
+        prefix: &str,
+        file: &Path,
+        interval: &str,
+    ) -> Command {
+        let mut c = self.petrify();
+        c.env("AWS_ENDPOINT_URL", endpoint)
+            .args([
+                "persist",
+                "--bucket",
+                BUCKET,
+                "--prefix",
+                prefix,
+                "--interval",
+                interval,
+            ])
+            .arg("--file")
+            .arg(file);
+        c
+    }
+
+    pub fn recover(&self, prefix: &str, file: &Path, extra: &[&str]) -> Output {
+        self.petrify()
+            .args(["recover", "--bucket", BUCKET, "--prefix", prefix])
+            .arg("--file")
+            .arg(file)
+            .args(extra)
+            .output()
+            .expect("run petrify recover")
+    }
+
+    /// `petrify list`, parsed: (unix-ms, generation, bytes) per line.
+    pub fn list(&self, prefix: &str) -> Vec<Point> {
+        let out = self.run(&["list", "--bucket", BUCKET, "--prefix", prefix]);
+        assert!(out.status.success(), "list failed: {}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.len(), 4, "list line {l:?}");
+                Point {
+                    rfc3339: f[0].to_string(),
+                    unix: f[1].to_string(),
+                    generation: f[2].parse().unwrap(),
+                    bytes: f[3].parse().unwrap(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    pub rfc3339: String,
+    pub unix: String,
+    pub generation: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obj {
+    pub key: String,
+    pub generation: u64,
+    pub part: String,
+    pub start: u64,
+    pub end: u64,
+    pub time_ms: u64,
+}
+
+impl Obj {
+    /// An object key below `petrify-v1/`; `None` for anything else (the writer lease, planted
+    /// foreign keys).
+    pub fn parse(k: &str) -> Option<Obj> {
+        let segs: Vec<&str> = k.split('/').collect();
+        if segs.len() != 3 {
+            return None;
+        }
+        let generation = segs[0].get(..10)?.parse().ok()?;
+        let mut fields = segs[2].split('.');
+        let range = fields.next()?;
+        let time_ms = fields.next()?.parse().ok()?;
+        let (s, e) = range.split_once('-')?;
+        Some(Obj {
+            key: k.to_string(),
+            generation,
+            part: segs[1].to_string(),
+            start: s.parse().ok()?,
+            end: e.parse().ok()?,
+            time_ms,
+        })
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            let rel = rel.to_string_lossy().into_owned();
+            // s3s-fs keeps upload scratch files beside objects
+            if !rel.contains(".tmp") {
+                out.push(rel);
+            }
+        }
+    }
+}
+
+pub fn s3s_fs() -> PathBuf {
+    if let Ok(p) = std::env::var("S3S_FS") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = Path::new(&home).join(".cargo/bin/s3s-fs");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        PathBuf::from("s3s-fs")
+    }
+}
+
+impl S3 {
+    /// Whether the bucket's newest generation holds every live file of `dir` at its current
+    /// length, and a manifest.
+    pub fn folder_synced(&self, prefix: &str, dir: &Path) -> bool {
+        let files = aof_files(dir);
+        if files.is_empty() {
+            return false;
+        }
+        let objs = self.ranges(prefix);
+        let Some(g) = objs.iter().map(|o| o.generation).max() else {
+            return false;
+        };
+        let in_gen: Vec<&Obj> = objs.iter().filter(|o| o.generation == g).collect();
+        in_gen.iter().any(|o| o.part.ends_with(".manifest"))
+            && files.iter().all(|(name, len)| {
+                in_gen
+                    .iter()
+                    .filter(|o| &o.part == name)
+                    .map(|o| o.end)
+                    .max()
+                    == Some(*len)
+            })
+    }
+}
