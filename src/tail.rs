@@ -148,7 +148,9 @@ fn follow(
     let mut up = Uploader {
         store,
         root,
-        clock: Clock::after(newest_ms),
+        // Times continue the resumed generation's; a new generation needs no more than the
+        // true clock (generations are ordered by number).
+        clock: Clock::after(resume.as_ref().map_or(0, |p| p.last_time_ms)),
         max_object: args.max_object,
         objects: 0,
         bytes: 0,

@@ -3,6 +3,7 @@
 //! deciding exactly as [`super::plan_part`] would.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use super::{ChainError, GenId, Generation, RecoveryPoint};
 use crate::layout::{Kind, ObjectKey};
@@ -107,7 +108,7 @@ fn part_verdicts(objects: &[ObjectKey]) -> Vec<Verdict> {
                 "part {}: no object starts at offset 0",
                 by_time[0].part
             ))),
-            Some(r) => match deltas.range(r + 1..).next() {
+            Some(r) => match deltas.range((Excluded(r), Unbounded)).next() {
                 Some((&start, _)) => Err(ChainError(format!(
                     "part {}: bytes {r}..{start} are missing",
                     by_time[0].part
@@ -147,6 +148,16 @@ mod tests {
             "{:?}",
             broken[0]
         );
+    }
+
+    #[test]
+    fn keys_at_the_end_of_the_offset_space_do_not_overflow() {
+        let gens = generations(vec![
+            delta(1, 0, u64::MAX, 100),
+            delta(1, u64::MAX, u64::MAX, 200),
+        ]);
+        let (good, broken) = check_points(&gens, recovery_points(&gens));
+        assert_eq!((good.len(), broken.len()), (2, 0));
     }
 
     /// The one-pass check agrees with the planner on random chains with holes, retries,

@@ -311,3 +311,57 @@ fn the_folder_follower_through_appends_a_rewrite_resume_and_a_restore() {
     f.tick(&mut up).unwrap();
     assert_eq!(newest(&store), (3, restored.files()));
 }
+
+/// A store that truncates the followed file just as an upload starts: the upload fails as a
+/// read of the file (retried by looking again), not as a network error.
+struct ShrinksTheFile<'a> {
+    inner: MemStore,
+    path: &'a Path,
+}
+
+impl ObjectStore for ShrinksTheFile<'_> {
+    fn list(&self, prefix: &str) -> Result<Vec<crate::s3::Listed>, crate::s3::S3Error> {
+        self.inner.list(prefix)
+    }
+    fn put(
+        &self,
+        key: &str,
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<(), crate::s3::S3Error> {
+        let f = fs::OpenOptions::new().write(true).open(self.path).unwrap();
+        if f.metadata().unwrap().len() > 10 {
+            f.set_len(10).unwrap();
+        }
+        self.inner.put(key, body, len)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, crate::s3::S3Error> {
+        self.inner.put_if_absent(key, bytes)
+    }
+    fn get(&self, key: &str) -> Result<crate::s3::ObjectBody, crate::s3::S3Error> {
+        self.inner.get(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), crate::s3::S3Error> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_file_that_shrinks_during_an_upload_is_a_read_failure_then_a_new_look() {
+    let dir = Scratch::new();
+    let path = dir.0.join("log");
+    // Larger than what is buffered: streamed from the file while it is sent.
+    fs::write(&path, vec![b'x'; 9 << 20]).unwrap();
+    let store = ShrinksTheFile {
+        inner: MemStore::new(),
+        path: &path,
+    };
+    let mut up = uploader(&store.inner);
+    up.store = &store;
+    up.max_object = 16 << 20; // one object, streamed
+    let mut f = file_follower(&path, &store.inner);
+    assert!(matches!(f.tick(&mut up), Err(TickError::Read(_))));
+    f.tick(&mut up).unwrap();
+    assert_file(&store.inner, 1, &path);
+    assert_eq!(fs::read(&path).unwrap(), b"xxxxxxxxxx");
+}

@@ -123,8 +123,15 @@ impl Uploader<'_> {
                 hasher: crc32fast::Hasher::new(),
                 expect: crc,
                 capture,
+                failed: None,
             };
-            self.store.put(&full, &mut reader, len)?;
+            let sent = self.store.put(&full, &mut reader, len);
+            // A failure of our own reader reaches us through the HTTP client: say it as what
+            // it is, a read of the file, not the network.
+            if let Some((kind, what)) = reader.failed {
+                return Err(UploadError::Read(io::Error::new(kind, what)));
+            }
+            sent?;
             capture = reader.capture;
         }
         Ok((self.stored(key), capture))
@@ -230,10 +237,12 @@ struct RangeReader<'a> {
     hasher: crc32fast::Hasher,
     expect: u32,
     capture: Capture,
+    /// The error this reader returned, if any.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl RangeReader<'_> {
+    fn next_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.end || buf.is_empty() {
             return Ok(0);
         }
@@ -255,6 +264,14 @@ impl Read for RangeReader<'_> {
     }
 }
 
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.next_bytes(buf).inspect_err(|e| {
+            self.failed = Some((e.kind(), e.to_string()));
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +289,7 @@ mod tests {
                 hasher: crc32fast::Hasher::new(),
                 expect,
                 capture: Capture::new(0, end),
+                failed: None,
             };
             let mut v = Vec::new();
             r.read_to_end(&mut v).map(|_| v)
