@@ -52,11 +52,11 @@ pub fn check_points(
     (good, broken)
 }
 
-/// Whether a part's chain is whole as of a time.
+/// From this time on (until the next entry), whether a part's chain is whole.
 type Verdict = (u64, Result<(), ChainError>);
 
-/// Whether one part's chain is whole after each distinct object time: what [`super::plan_part`] would
-/// answer at that time, computed incrementally.
+/// Whether one part's chain is whole as of each time an object arrived (what
+/// [`super::plan_part`] would answer then), computed incrementally, as the times it changes.
 fn part_verdicts(objects: &[ObjectKey]) -> Vec<Verdict> {
     let mut by_time: Vec<&ObjectKey> = objects.iter().collect();
     by_time.sort_by_key(|o| o.time_ms);
@@ -116,7 +116,10 @@ fn part_verdicts(objects: &[ObjectKey]) -> Vec<Verdict> {
                 None => Ok(()),
             },
         };
-        out.push((t, verdict));
+        // A step function of time: only its changes are kept (a whole chain is one entry).
+        if out.last().is_none_or(|(_, last)| *last != verdict) {
+            out.push((t, verdict));
+        }
     }
     out
 }
