@@ -190,7 +190,7 @@ pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) ->
                 old.describe()
             );
             retry(4, || {
-                store.put(&key, &mut mine.as_bytes(), mine.len() as u64)
+                store.put(&key, &mut mine.as_bytes(), mine.len() as u64, None)
             })
             .map_err(s3err)?;
         }
@@ -387,6 +387,7 @@ mod tests {
                 &key,
                 &mut held_here.render().as_bytes(),
                 held_here.render().len() as u64,
+                None,
             )
             .unwrap();
         let e = acquire(&store, root, &other, "s3://b/p/petrify-v1/").unwrap_err();
@@ -400,7 +401,12 @@ mod tests {
         release(&store, root, &me);
         assert!(store.objects().contains_key(&key));
         store
-            .put(&key, &mut me.render().as_bytes(), me.render().len() as u64)
+            .put(
+                &key,
+                &mut me.render().as_bytes(),
+                me.render().len() as u64,
+                None,
+            )
             .unwrap();
         release(&store, root, &me);
         assert!(store.objects().is_empty());

@@ -6,6 +6,8 @@
 //! the key, the HTTP status and S3's error code, nothing else.
 
 use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 mod error;
@@ -40,8 +42,16 @@ pub struct StoreConfig {
 pub trait ObjectStore: Sync {
     /// Every key under `prefix`, all pages (each page retried a few times).
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, S3Error>;
-    /// Uploads exactly `len` bytes from `body` to `key`.
-    fn put(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), S3Error>;
+    /// Uploads exactly `len` bytes from `body` to `key`. With `crc32`, the bytes' CRC-32 goes
+    /// along (`x-amz-checksum-crc32`): the store refuses bytes damaged on the way (BadDigest)
+    /// instead of keeping them.
+    fn put(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        len: u64,
+        crc32: Option<u32>,
+    ) -> Result<(), S3Error>;
     /// Uploads a small object unless `key` exists. `Ok(false)`: it exists. Stores that ignore
     /// the condition overwrite; callers check by reading back.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error>;
@@ -83,6 +93,20 @@ pub struct Store {
     agent: ureq::Agent,
     bucket: Bucket,
     credentials: Credentials,
+    /// Whether PUTs carry `x-amz-checksum-crc32` (see [`Checksums`]).
+    checksums: AtomicU8,
+    /// The refusal that set [`Checksums::Probing`], for the WARN if it was the header's.
+    refusal: Mutex<Option<String>>,
+}
+
+/// The checksum header's state: sent; left out for one attempt after a refusal that might be
+/// the header's (a success without it proves it was); or left out for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Checksums {
+    On = 0,
+    Probing = 1,
+    Off = 2,
 }
 
 /// An object being downloaded: its length as announced, and its bytes.
@@ -140,7 +164,17 @@ impl Store {
             agent: ureq::Agent::new_with_config(config),
             bucket,
             credentials: cfg.credentials.clone(),
+            checksums: AtomicU8::new(Checksums::On as u8),
+            refusal: Mutex::new(None),
         })
+    }
+
+    /// Said once, when the checksum header is left out for good.
+    fn say_no_checksums(&self, why: &dyn std::fmt::Display) {
+        log::warn!(
+            "the store refuses {CHECKSUM_HEADER} ({why}): uploading without it; damage in \
+             transit is then found at recovery, by the CRC-32 in each object's key"
+        );
     }
 
     fn list_page(
@@ -182,16 +216,73 @@ impl ObjectStore for Store {
 
     /// Uploads exactly `len` bytes from `body` to `key` with a `Content-Length`. One attempt: the
     /// caller re-reads its source and retries, so that a retry can carry newly appended bytes.
-    fn put(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), S3Error> {
-        let action = self.bucket.put_object(Some(&self.credentials), key);
+    fn put(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        len: u64,
+        crc32: Option<u32>,
+    ) -> Result<(), S3Error> {
+        let mut action = self.bucket.put_object(Some(&self.credentials), key);
+        let state = match self.checksums.load(Ordering::Relaxed) {
+            0 => Checksums::On,
+            1 => Checksums::Probing,
+            _ => Checksums::Off,
+        };
+        // Signed like every x-amz- header: rusty-s3 signs what is in headers_mut().
+        let checksum = crc32
+            .filter(|_| state == Checksums::On)
+            .map(|c| base64_4(c.to_be_bytes()));
+        if let Some(c) = &checksum {
+            action.headers_mut().insert(CHECKSUM_HEADER, c.clone());
+        }
         let url = action.sign(PRESIGN_FOR);
-        let resp = self
+        let mut request = self
             .agent
             .put(url.as_str())
-            .header("content-length", len.to_string())
+            .header("content-length", len.to_string());
+        if let Some(c) = &checksum {
+            request = request.header(CHECKSUM_HEADER, c);
+        }
+        let resp = request
             .send(ureq::SendBody::from_reader(body))
             .map_err(net_error)?;
-        check(resp).map(drop)
+        let result = check(resp).map(drop);
+        let next = match (&result, checksum.is_some()) {
+            (Err(e), true) if e.code() == Some("BadDigest") => {
+                // Refused as damaged in transit. Some stores (s3s-fs) keep the refused bytes
+                // anyway: remove them. Safe, as petrify's keys are each one attempt's (they
+                // carry the time of observation); best effort, as a damaged object left behind
+                // only fails its own point's recovery, loudly.
+                if let Err(d) = self.delete(key) {
+                    log::warn!("could not remove {key} after a damaged upload: {d}");
+                }
+                state
+            }
+            (Err(e), true) if refuses_checksums(e) => {
+                self.say_no_checksums(e);
+                Checksums::Off
+            }
+            // A refusal that may be the header's: the next attempt goes without it.
+            (Err(e), true) if !e.is_transient() && matches!(e.status(), Some(400 | 501)) => {
+                *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                Checksums::Probing
+            }
+            (Ok(()), false) if state == Checksums::Probing => {
+                let why = self
+                    .refusal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                self.say_no_checksums(&why.unwrap_or_default());
+                Checksums::Off
+            }
+            // Refused without the header too: the header was not the problem.
+            (Err(e), false) if state == Checksums::Probing && !e.is_transient() => Checksums::On,
+            _ => state,
+        };
+        self.checksums.store(next as u8, Ordering::Relaxed);
+        result
     }
 
     /// `If-None-Match: *`; a 412 means the key exists.
@@ -234,6 +325,45 @@ impl ObjectStore for Store {
             reader: Box::new(resp.into_body().into_reader()),
         })
     }
+}
+
+/// The header that carries an upload's CRC-32 (base64 of its 4 big-endian bytes).
+const CHECKSUM_HEADER: &str = "x-amz-checksum-crc32";
+
+/// Whether an error says the store does not take checksum headers (as opposed to a checksum
+/// that did not match: BadDigest, which a retry mends).
+fn refuses_checksums(e: &S3Error) -> bool {
+    let S3Error::Status {
+        status,
+        code,
+        message,
+        ..
+    } = e
+    else {
+        return false;
+    };
+    let about_checksums = message
+        .as_deref()
+        .is_some_and(|m| m.to_ascii_lowercase().contains("checksum"));
+    matches!(status, 400 | 501)
+        && matches!(
+            code.as_deref(),
+            Some("InvalidArgument" | "InvalidRequest" | "NotImplemented")
+        )
+        && about_checksums
+}
+
+/// Standard base64 of 4 bytes (8 characters, padded): all that checksum headers need.
+fn base64_4(b: [u8; 4]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let n = u32::from_be_bytes(b);
+    let mut out = String::with_capacity(8);
+    for shift in [26, 20, 14, 8, 2] {
+        out.push(ABC[((n >> shift) & 63) as usize] as char);
+    }
+    out.push(ABC[((n << 4) & 63) as usize] as char);
+    out.push_str("==");
+    out
 }
 
 /// One page of a ListObjectsV2 answer: its keys and the token for the next page. Pure; it reads
@@ -293,4 +423,45 @@ fn net_error(e: ureq::Error) -> S3Error {
         }
     };
     S3Error::Network(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_headers_are_base64_of_the_big_endian_crc() {
+        // CRC-32 of "hello", as s3s-fs and AWS print it.
+        assert_eq!(base64_4(0x3610_a686_u32.to_be_bytes()), "NhCmhg==");
+        assert_eq!(base64_4([0, 0, 0, 0]), "AAAAAA==");
+        assert_eq!(base64_4([255; 4]), "/////w==");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_header_turns_checksums_off() {
+        let e = |status, code: &str, message: &str| S3Error::Status {
+            status,
+            code: Some(code.into()),
+            message: Some(message.into()),
+            skew_s: None,
+        };
+        assert!(refuses_checksums(&e(
+            400,
+            "InvalidArgument",
+            "x-amz-checksum-crc32 is not supported"
+        )));
+        assert!(refuses_checksums(&e(501, "NotImplemented", "Checksums")));
+        // A mismatch is damage in transit: retried with the header.
+        assert!(!refuses_checksums(&e(
+            400,
+            "BadDigest",
+            "checksum mismatch"
+        )));
+        assert!(!refuses_checksums(&e(
+            400,
+            "InvalidArgument",
+            "bad part number"
+        )));
+        assert!(!refuses_checksums(&S3Error::Network("reset".into())));
+    }
 }

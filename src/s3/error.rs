@@ -39,7 +39,8 @@ impl S3Error {
                     || *status == 429
                     || matches!(
                         code.as_deref(),
-                        Some("SlowDown" | "RequestTimeout" | "InternalError")
+                        // BadDigest: bytes damaged on the way; the next attempt sends them again.
+                        Some("SlowDown" | "RequestTimeout" | "InternalError" | "BadDigest")
                     )
             }
             S3Error::NotS3(_) => false,

@@ -67,7 +67,13 @@ impl ObjectStore for MemStore {
             .collect())
     }
 
-    fn put(&self, key: &str, body: &mut dyn Read, len: u64) -> Result<(), S3Error> {
+    fn put(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        len: u64,
+        crc32: Option<u32>,
+    ) -> Result<(), S3Error> {
         self.request()?;
         let mut buf = Vec::new();
         body.take(len)
@@ -75,6 +81,14 @@ impl ObjectStore for MemStore {
             .map_err(|e| S3Error::Network(format!("reading the body: {e}")))?;
         if buf.len() as u64 != len {
             return Err(S3Error::Network("the body ended early".into()));
+        }
+        if crc32.is_some_and(|c| c != crc32fast::hash(&buf)) {
+            return Err(S3Error::Status {
+                status: 400,
+                code: Some("BadDigest".into()),
+                message: None,
+                skew_s: None,
+            });
         }
         if let Ok(mut o) = self.objects.lock() {
             o.insert(key.to_string(), buf);

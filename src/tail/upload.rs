@@ -114,7 +114,7 @@ impl Uploader<'_> {
         );
         let full = key.key(&self.root);
         if len <= BUFFER_LIMIT {
-            self.store.put(&full, &mut &buffered[..], len)?;
+            self.store.put(&full, &mut &buffered[..], len, Some(crc))?;
         } else {
             let mut reader = RangeReader {
                 file: src.file,
@@ -125,7 +125,7 @@ impl Uploader<'_> {
                 capture,
                 failed: None,
             };
-            let sent = self.store.put(&full, &mut reader, len);
+            let sent = self.store.put(&full, &mut reader, len, Some(crc));
             // A failure of our own reader reaches us through the HTTP client: say it as what
             // it is, a read of the file, not the network.
             if let Some((kind, what)) = reader.failed {
@@ -154,7 +154,8 @@ impl Uploader<'_> {
             time_ms,
             crc32fast::hash(bytes),
         );
-        self.store.put(&key.key(&self.root), &mut &bytes[..], len)?;
+        self.store
+            .put(&key.key(&self.root), &mut &bytes[..], len, Some(key.crc))?;
         Ok(self.stored(key))
     }
 

@@ -37,6 +37,10 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub faults: AtomicU64,
     pub refused: AtomicU64,
+    /// Object PUTs whose body was damaged on the way.
+    pub corrupted: AtomicU64,
+    /// Requests that carried `x-amz-checksum-crc32`.
+    pub with_checksum: AtomicU64,
 }
 
 pub struct Config {
@@ -53,6 +57,11 @@ pub struct Config {
     pub hide_lease_gets: AtomicU64,
     /// Drop `If-None-Match` from requests: a store without conditional writes.
     pub strip_if_none_match: AtomicBool,
+    /// Flip a byte in the body of this many object PUTs on their way to the store.
+    pub corrupt_puts: AtomicU64,
+    /// Answer requests carrying `x-amz-checksum-crc32` with a 400 that names it, as a store
+    /// that does not take checksums would.
+    pub refuse_checksums: AtomicBool,
     rng: Mutex<u64>,
 }
 
@@ -77,6 +86,8 @@ impl Proxy {
             objects_only: AtomicBool::new(false),
             hide_lease_gets: AtomicU64::new(0),
             strip_if_none_match: AtomicBool::new(false),
+            corrupt_puts: AtomicU64::new(0),
+            refuse_checksums: AtomicBool::new(false),
             rng: Mutex::new(seed | 1),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -198,6 +209,8 @@ fn serve(
         let mut content_length = 0usize;
         let mut is_object = false;
         let mut is_lease_get = false;
+        let mut is_put = false;
+        let mut has_checksum = false;
         loop {
             let mut line = Vec::new();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -212,7 +225,9 @@ fn serve(
                 let path = path.split('?').next().unwrap_or("");
                 is_object = path.contains("/petrify-v1/");
                 is_lease_get = text.starts_with("get ") && path.ends_with("/writer.lease");
+                is_put = text.starts_with("put ");
             }
+            has_checksum |= text.starts_with("x-amz-checksum-crc32:");
             if text.starts_with("if-none-match:")
                 && config.strip_if_none_match.load(Ordering::SeqCst)
             {
@@ -246,6 +261,33 @@ fn serve(
         }
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
+        if has_checksum {
+            stats.with_checksum.fetch_add(1, Ordering::SeqCst);
+            if config.refuse_checksums.load(Ordering::SeqCst) {
+                // In words that do not name the header, as some stores answer.
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidRequest\
+                            </Code><Message>unsupported header in request</Message></Error>";
+                let resp = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/xml\r\n\
+                     content-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                client.write_all(resp.as_bytes())?;
+                continue;
+            }
+        }
+        if is_put
+            && is_object
+            && !body.is_empty()
+            && config
+                .corrupt_puts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            let i = body.len() / 2;
+            body[i] ^= 0x20;
+            stats.corrupted.fetch_add(1, Ordering::SeqCst);
+        }
         if is_lease_get
             && config
                 .hide_lease_gets
