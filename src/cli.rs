@@ -114,6 +114,11 @@ pub const OPTIONS: &[Opt] = &[
         takes_value: false,
         commands: RECOVER,
     },
+    Opt {
+        name: "parallel",
+        takes_value: true,
+        commands: RECOVER,
+    },
 ];
 
 /// The options as given on the command line, not yet checked or defaulted.
@@ -128,6 +133,7 @@ pub struct Args {
     pub interval: Option<String>,
     pub at_timestamp: Option<String>,
     pub force: bool,
+    pub parallel: Option<String>,
 }
 
 /// What the command line asks for.
@@ -213,6 +219,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             "region" => &mut a.region,
             "interval" => &mut a.interval,
             "at-timestamp" => &mut a.at_timestamp,
+            "parallel" => &mut a.parallel,
             other => return Err(unhandled(other)),
         };
         *slot = Some(value);

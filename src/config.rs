@@ -10,7 +10,7 @@ use rusty_s3::Credentials;
 use crate::bucket::Place;
 use crate::cli::{Args, CommandName, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
-use crate::recover::RecoverRequest;
+use crate::recover::{RecoverRequest, fetch};
 use crate::s3::{ConfigError, StoreConfig};
 use crate::tail::PersistRequest;
 use crate::timestamp::{self, BadTime};
@@ -76,6 +76,10 @@ pub fn resolve(
             file: args.file.ok_or_else(need_file)?,
             at_ms: args.at_timestamp.as_deref().map(parse_time).transpose()?,
             force: args.force,
+            parallel: match &args.parallel {
+                Some(v) => parse_parallel(v)?,
+                None => fetch::DEFAULT_PARALLEL,
+            },
         }),
         CommandName::List => Run::List(place.clone()),
     };
@@ -121,6 +125,15 @@ fn parse_interval(s: &str) -> Result<Duration> {
         )));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_parallel(s: &str) -> Result<usize> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(usage_msg(format!(
+            "--parallel {s:?}: give a number of requests in flight from 1 to 256"
+        ))),
+    }
 }
 
 fn parse_time(s: &str) -> Result<u64> {
@@ -311,6 +324,8 @@ mod tests {
                 with(&recover, &["--at-timestamp", "soon"]),
                 "--at-timestamp",
             ),
+            (with(&recover, &["--parallel", "0"]), "--parallel"),
+            (with(&recover, &["--parallel", "many"]), "--parallel"),
             (
                 vec!["recover", "--bucket", "", "--prefix", "p", "--file", "f"],
                 "--bucket",

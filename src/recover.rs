@@ -18,7 +18,7 @@ use crate::s3::ObjectStore;
 use crate::timestamp::{rfc3339_ms, unix};
 
 mod aofdir;
-mod fetch;
+pub mod fetch;
 mod part;
 mod target;
 
@@ -33,6 +33,8 @@ pub struct RecoverRequest {
     pub at_ms: Option<u64>,
     /// Replace the target if it exists.
     pub force: bool,
+    /// Requests in flight at once.
+    pub parallel: usize,
 }
 
 /// How many broken points `list` names one by one before summing up the rest.
@@ -139,8 +141,10 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
         point.bytes
     );
     match generation.id.mode {
-        Mode::File => recover_file(store, &root, generation, &point, &target),
-        Mode::AofDir => aofdir::recover_dir(store, &root, generation, &point, &target),
+        Mode::File => recover_file(store, &root, generation, &point, &target, args.parallel),
+        Mode::AofDir => {
+            aofdir::recover_dir(store, &root, generation, &point, &target, args.parallel)
+        }
     }
 }
 
@@ -150,6 +154,7 @@ fn recover_file(
     g: &Generation,
     point: &RecoveryPoint,
     target: &Target,
+    parallel: usize,
 ) -> Result<()> {
     if target.is_dir {
         return Err(Error::new(
@@ -161,7 +166,14 @@ fn recover_file(
         ));
     }
     let tmp = TempPath::new(&target.path, false)?;
-    let restored = part::restore_part(store, root, g, layout::FILE_PART, point.time_ms, &tmp.path)?;
+    let restored = part::restore_part(
+        store,
+        root,
+        g,
+        (layout::FILE_PART, point.time_ms),
+        &tmp.path,
+        parallel,
+    )?;
     target.install(tmp)?;
     log::info!(
         "recovered {} ({} bytes from {} object(s))",

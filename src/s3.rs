@@ -57,6 +57,9 @@ pub trait ObjectStore: Sync {
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error>;
     /// Starts downloading `key`.
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error>;
+    /// Starts downloading bytes `[start, end)` of `key` (`end > start`). The body's `len` is
+    /// what the store says it sends; callers check it is the range's.
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error>;
     fn delete(&self, key: &str) -> Result<(), S3Error>;
 
     /// A small object's bytes (at most 1 MiB are read), or `None` if there is no such key.
@@ -166,6 +169,34 @@ impl Store {
             credentials: cfg.credentials.clone(),
             checksums: AtomicU8::new(Checksums::On as u8),
             refusal: Mutex::new(None),
+        })
+    }
+
+    /// A GET of the whole object or of `[start, end)` of it (`Range` may go unsigned).
+    fn get_object(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody, S3Error> {
+        let action = self.bucket.get_object(Some(&self.credentials), key);
+        let url = action.sign(PRESIGN_FOR);
+        let mut request = self.agent.get(url.as_str());
+        if let Some((start, end)) = range {
+            request = request.header("range", format!("bytes={start}-{}", end.saturating_sub(1)));
+        }
+        let resp = request.call().map_err(net_error)?;
+        let resp = check(resp)?;
+        if range.is_some() && resp.status().as_u16() != 206 {
+            // The whole object instead of the range: never to be written at the range's place.
+            return Err(S3Error::NotS3(format!(
+                "asked for a range of {key}, got HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        let len = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(ObjectBody {
+            len,
+            reader: Box::new(resp.into_body().into_reader()),
         })
     }
 
@@ -311,19 +342,11 @@ impl ObjectStore for Store {
     }
 
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error> {
-        let action = self.bucket.get_object(Some(&self.credentials), key);
-        let url = action.sign(PRESIGN_FOR);
-        let resp = self.agent.get(url.as_str()).call().map_err(net_error)?;
-        let resp = check(resp)?;
-        let len = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok(ObjectBody {
-            len,
-            reader: Box::new(resp.into_body().into_reader()),
-        })
+        self.get_object(key, None)
+    }
+
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
+        self.get_object(key, Some((start, end)))
     }
 }
 

@@ -467,3 +467,53 @@ fn bytes_damaged_in_transit_are_refused_and_sent_again() {
     assert!(out.status.success(), "{}", out.err());
     assert_eq!(std::fs::read(&restored).unwrap(), content);
 }
+
+/// A large object (a Redis base, a catch-up after an outage) comes back in parallel ranged
+/// GETs, each written to its place, through a network that fails 20% of requests.
+#[test]
+fn a_large_object_recovers_in_parallel_ranges_through_faults() {
+    let s3 = S3::start();
+    let work = Scratch::new("ranges");
+    let file = work.path("base");
+    let mut bytes = Vec::with_capacity(40 << 20);
+    let mut rng = Rng(0x5eed_0000_0000_0001);
+    while bytes.len() < 40 << 20 {
+        bytes.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let p = s3.persist("ranges", &file, "0.1");
+    wait_for("the upload", T, || {
+        s3.uploaded_end("ranges") == Some(40 << 20)
+    });
+    assert!(p.terminate(T).status.success());
+    assert_eq!(s3.ranges("ranges").len(), 1, "one object");
+
+    let proxy = Proxy::start(s3.port, 11, 0.2);
+    proxy.set_objects_only(true);
+    let restored = work.path("restored");
+    for parallel in ["8", "1"] {
+        let out = s3
+            .petrify()
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .args([
+                "recover", "--bucket", BUCKET, "--prefix", "ranges", "--force",
+            ])
+            .args(["--parallel", parallel])
+            .arg("--file")
+            .arg(&restored)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "--parallel {parallel}: {}", out.err());
+        assert!(
+            std::fs::read(&restored).unwrap() == bytes,
+            "--parallel {parallel}"
+        );
+    }
+    assert!(proxy.stats.ranged.load(Ordering::SeqCst) >= 10);
+    assert!(proxy.faults() > 0);
+    eprintln!(
+        "ranges: 40 MiB in {} ranged GETs, {} faults injected",
+        proxy.stats.ranged.load(Ordering::SeqCst),
+        proxy.faults()
+    );
+}

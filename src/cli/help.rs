@@ -44,6 +44,8 @@ place: PATH is either the complete recovery point or untouched.
   --file PATH         where to write the file (or folder, for a Redis appendonlydir/ backup)
   --at-timestamp TIME RFC 3339 (2026-11-25T21:04:05.123Z) or Unix seconds (1764104645.123)
   --force             replace PATH if it exists
+  --parallel N        requests in flight at once (default 32, 1 to 256); objects over
+                      8 MiB are fetched in 8 MiB ranges, in parallel
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";
 

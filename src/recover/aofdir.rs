@@ -20,6 +20,7 @@ pub fn recover_dir(
     g: &Generation,
     point: &RecoveryPoint,
     target: &Target,
+    parallel: usize,
 ) -> Result<()> {
     if target.path.exists() && !target.is_dir {
         return Err(Error::new(
@@ -40,7 +41,8 @@ pub fn recover_dir(
     fs::create_dir(&tmp.path).map_err(|e| Error::io("cannot create", &tmp.path, &e))?;
 
     let fetch_part = |name: &str| -> Result<usize> {
-        restore_part(store, root, g, name, point.time_ms, &tmp.path.join(name)).map(|r| r.objects)
+        let path = tmp.path.join(name);
+        restore_part(store, root, g, (name, point.time_ms), &path, parallel).map(|r| r.objects)
     };
 
     let mut objects = fetch_part(manifest_name)?;

@@ -17,14 +17,15 @@ pub struct Restored {
     pub bytes: u64,
 }
 
-/// Writes `part` of generation `g` as of `time_ms` to `path`, which must not exist.
+/// Writes `part` of generation `g` as of `time_ms` to `path`, which must not exist, with at
+/// most `parallel` requests in flight.
 pub fn restore_part(
     store: &dyn ObjectStore,
     root: &str,
     g: &Generation,
-    part: &str,
-    time_ms: u64,
+    (part, time_ms): (&str, u64),
     path: &Path,
+    parallel: usize,
 ) -> Result<Restored> {
     let objects = g.parts.get(part).map(Vec::as_slice).unwrap_or(&[]);
     let plan = chain::plan_part(objects, time_ms).map_err(|e| {
@@ -47,7 +48,7 @@ pub fn restore_part(
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io("cannot create", path, &e))?;
-    fetch::fetch_chain(store, root, &plan, &file)?;
+    fetch::fetch_chain(store, root, &plan, &file, parallel)?;
     file.sync_all()
         .map_err(|e| Error::io("cannot write", path, &e))?;
     Ok(Restored {

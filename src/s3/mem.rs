@@ -116,6 +116,18 @@ impl ObjectStore for MemStore {
         })
     }
 
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
+        self.request()?;
+        let o = self.objects.lock().map_err(|_| Self::not_found())?;
+        let bytes = o.get(key).ok_or_else(Self::not_found)?;
+        let end = (end as usize).min(bytes.len());
+        let part = bytes.get(start as usize..end).unwrap_or_default().to_vec();
+        Ok(ObjectBody {
+            len: Some(part.len() as u64),
+            reader: Box::new(std::io::Cursor::new(part)),
+        })
+    }
+
     fn delete(&self, key: &str) -> Result<(), S3Error> {
         self.request()?;
         if let Ok(mut o) = self.objects.lock() {

@@ -342,6 +342,14 @@ impl ObjectStore for ShrinksTheFile<'_> {
     fn get(&self, key: &str) -> Result<crate::s3::ObjectBody, crate::s3::S3Error> {
         self.inner.get(key)
     }
+    fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<crate::s3::ObjectBody, crate::s3::S3Error> {
+        self.inner.get_range(key, start, end)
+    }
     fn delete(&self, key: &str) -> Result<(), crate::s3::S3Error> {
         self.inner.delete(key)
     }

@@ -41,6 +41,8 @@ pub struct Stats {
     pub corrupted: AtomicU64,
     /// Requests that carried `x-amz-checksum-crc32`.
     pub with_checksum: AtomicU64,
+    /// Ranged GETs.
+    pub ranged: AtomicU64,
 }
 
 pub struct Config {
@@ -228,6 +230,9 @@ fn serve(
                 is_put = text.starts_with("put ");
             }
             has_checksum |= text.starts_with("x-amz-checksum-crc32:");
+            if text.starts_with("range:") {
+                stats.ranged.fetch_add(1, Ordering::SeqCst);
+            }
             if text.starts_with("if-none-match:")
                 && config.strip_if_none_match.load(Ordering::SeqCst)
             {
