@@ -299,7 +299,8 @@ impl ObjectStore for Store {
                 *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 Checksums::Probing
             }
-            (Ok(()), false) if state == Checksums::Probing => {
+            // Only an upload that would have carried the header tells anything about it.
+            (Ok(()), false) if state == Checksums::Probing && crc32.is_some() => {
                 let why = self
                     .refusal
                     .lock()
@@ -309,7 +310,11 @@ impl ObjectStore for Store {
                 Checksums::Off
             }
             // Refused without the header too: the header was not the problem.
-            (Err(e), false) if state == Checksums::Probing && !e.is_transient() => Checksums::On,
+            (Err(e), false)
+                if state == Checksums::Probing && crc32.is_some() && !e.is_transient() =>
+            {
+                Checksums::On
+            }
             _ => state,
         };
         self.checksums.store(next as u8, Ordering::Relaxed);
