@@ -49,6 +49,22 @@ pub fn survey(store: &dyn ObjectStore, root: &str) -> Result<Bucketed> {
 /// Parses a listing into our keys, warning once about keys that are not ours (they are ignored,
 /// never touched) and about objects whose size disagrees with their key.
 pub fn parse_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Vec<ObjectKey> {
+    let (out, foreign) = read_listing(root, listed);
+    if let Some((key, why)) = foreign.first() {
+        log::warn!(
+            "ignoring {} object(s) under {root} that are not Petrify objects, first {key:?} ({why})",
+            foreign.len()
+        );
+    }
+    out
+}
+
+/// A listing split into our keys and the rest: each key that is not one of ours (or whose size
+/// disagrees with its key) with the reason.
+pub fn read_listing(
+    root: &str,
+    listed: Vec<crate::s3::Listed>,
+) -> (Vec<ObjectKey>, Vec<(String, &'static str)>) {
     let mut foreign = Vec::new();
     let mut out = Vec::new();
     for l in listed {
@@ -62,11 +78,5 @@ pub fn parse_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Vec<ObjectKe
             Err(e) => foreign.push((l.key, e.0)),
         }
     }
-    if let Some((key, why)) = foreign.first() {
-        log::warn!(
-            "ignoring {} object(s) under {root} that are not Petrify objects, first {key:?} ({why})",
-            foreign.len()
-        );
-    }
-    out
+    (out, foreign)
 }

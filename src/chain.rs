@@ -8,7 +8,7 @@ use crate::layout::{Kind, Mode, ObjectKey};
 
 mod check;
 
-pub use check::check_points;
+pub use check::{BrokenPoint, check_points};
 
 /// A generation is named by its number and mode (two writers could, in a damaged bucket, have
 /// used one number with two modes: they are kept apart, never merged).

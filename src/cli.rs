@@ -13,7 +13,7 @@ use crate::error::{Error, Exit, Result};
 
 mod help;
 
-pub use help::{LIST_HELP, MAIN_HELP, PERSIST_HELP, RECOVER_HELP};
+pub use help::{LIST_HELP, MAIN_HELP, PERSIST_HELP, RECOVER_HELP, VERIFY_HELP};
 
 /// The commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,7 @@ pub enum CommandName {
     Persist,
     Recover,
     List,
+    Verify,
 }
 
 impl CommandName {
@@ -28,6 +29,7 @@ impl CommandName {
         CommandName::Persist,
         CommandName::Recover,
         CommandName::List,
+        CommandName::Verify,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +37,7 @@ impl CommandName {
             CommandName::Persist => "persist",
             CommandName::Recover => "recover",
             CommandName::List => "list",
+            CommandName::Verify => "verify",
         }
     }
 
@@ -47,6 +50,7 @@ impl CommandName {
             CommandName::Persist => PERSIST_HELP,
             CommandName::Recover => RECOVER_HELP,
             CommandName::List => LIST_HELP,
+            CommandName::Verify => VERIFY_HELP,
         }
     }
 }
@@ -65,6 +69,9 @@ pub struct Opt {
 const ALL: &[CommandName] = CommandName::ALL;
 const PERSIST: &[CommandName] = &[CommandName::Persist];
 const RECOVER: &[CommandName] = &[CommandName::Recover];
+const LIST: &[CommandName] = &[CommandName::List];
+const VERIFY: &[CommandName] = &[CommandName::Verify];
+const READERS: &[CommandName] = &[CommandName::Recover, CommandName::Verify];
 const FILE_COMMANDS: &[CommandName] = &[CommandName::Persist, CommandName::Recover];
 
 /// Every option the parser accepts (besides `--help`/`-h` and `--version`/`-V`).
@@ -107,7 +114,7 @@ pub const OPTIONS: &[Opt] = &[
     Opt {
         name: "at-timestamp",
         takes_value: true,
-        commands: RECOVER,
+        commands: READERS,
     },
     Opt {
         name: "force",
@@ -117,7 +124,27 @@ pub const OPTIONS: &[Opt] = &[
     Opt {
         name: "parallel",
         takes_value: true,
-        commands: RECOVER,
+        commands: READERS,
+    },
+    Opt {
+        name: "deep",
+        takes_value: false,
+        commands: VERIFY,
+    },
+    Opt {
+        name: "since",
+        takes_value: true,
+        commands: LIST,
+    },
+    Opt {
+        name: "until",
+        takes_value: true,
+        commands: LIST,
+    },
+    Opt {
+        name: "last",
+        takes_value: true,
+        commands: LIST,
     },
 ];
 
@@ -133,13 +160,17 @@ pub struct Args {
     pub interval: Option<String>,
     pub at_timestamp: Option<String>,
     pub force: bool,
+    pub deep: bool,
     pub parallel: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub last: Option<String>,
 }
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    Run(CommandName, Args),
+    Run(CommandName, Box<Args>),
     /// Help text to print on stdout.
     Help(&'static str),
     Version,
@@ -162,19 +193,19 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
                 let v = v.string().map_err(usage)?;
                 CommandName::parse(&v).ok_or_else(|| {
                     usage_msg(format!(
-                        "unknown command {v:?}: use persist, recover or list"
+                        "unknown command {v:?}: use persist, recover, list or verify"
                     ))
                 })?
             }
             Some(other) => {
                 return Err(usage_msg(format!(
-                    "{} before the command: give persist, recover or list first",
+                    "{} before the command: give persist, recover, list or verify first",
                     other.unexpected()
                 )));
             }
             None => {
                 return Err(usage_msg(
-                    "no command given: use persist, recover or list (see petrify --help)",
+                    "no command given: use persist, recover, list or verify (see petrify --help)",
                 ));
             }
         },
@@ -197,6 +228,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             match opt.name {
                 "path-style" => a.path_style = true,
                 "force" => a.force = true,
+                "deep" => a.deep = true,
                 other => return Err(unhandled(other)),
             }
             continue;
@@ -220,11 +252,14 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             "interval" => &mut a.interval,
             "at-timestamp" => &mut a.at_timestamp,
             "parallel" => &mut a.parallel,
+            "since" => &mut a.since,
+            "until" => &mut a.until,
+            "last" => &mut a.last,
             other => return Err(unhandled(other)),
         };
         *slot = Some(value);
     }
-    Ok(Parsed::Run(command, a))
+    Ok(Parsed::Run(command, Box::new(a)))
 }
 
 fn not_an_option(command: CommandName, what: lexopt::Error) -> Error {

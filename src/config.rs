@@ -10,7 +10,7 @@ use rusty_s3::Credentials;
 use crate::bucket::Place;
 use crate::cli::{Args, CommandName, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
-use crate::recover::{RecoverRequest, fetch};
+use crate::recover::{ListRequest, RecoverRequest, VerifyRequest, Window, fetch};
 use crate::s3::{ConfigError, StoreConfig};
 use crate::tail::PersistRequest;
 use crate::timestamp::{self, BadTime};
@@ -34,7 +34,8 @@ pub struct Command {
 pub enum Run {
     Persist(PersistRequest),
     Recover(RecoverRequest),
-    List(Place),
+    List(ListRequest),
+    Verify(VerifyRequest),
 }
 
 /// Resolves `args` for `command` against the environment (`env`).
@@ -74,14 +75,34 @@ pub fn resolve(
         CommandName::Recover => Run::Recover(RecoverRequest {
             place: place.clone(),
             file: args.file.ok_or_else(need_file)?,
-            at_ms: args.at_timestamp.as_deref().map(parse_time).transpose()?,
+            at_ms: args
+                .at_timestamp
+                .as_deref()
+                .map(|s| parse_time("at-timestamp", s))
+                .transpose()?,
             force: args.force,
             parallel: match &args.parallel {
                 Some(v) => parse_parallel(v)?,
                 None => fetch::DEFAULT_PARALLEL,
             },
         }),
-        CommandName::List => Run::List(place.clone()),
+        CommandName::Verify => Run::Verify(VerifyRequest {
+            place: place.clone(),
+            at_ms: args
+                .at_timestamp
+                .as_deref()
+                .map(|s| parse_time("at-timestamp", s))
+                .transpose()?,
+            deep: args.deep,
+            parallel: match &args.parallel {
+                Some(v) => parse_parallel(v)?,
+                None => fetch::DEFAULT_PARALLEL,
+            },
+        }),
+        CommandName::List => Run::List(ListRequest {
+            place: place.clone(),
+            window: window(&args.since, &args.until, &args.last)?,
+        }),
     };
     let store = store_config(
         &place.bucket,
@@ -113,6 +134,36 @@ fn check_prefix(p: &str) -> Result<()> {
     Ok(())
 }
 
+/// `list --since/--until/--last`.
+fn window(since: &Option<String>, until: &Option<String>, last: &Option<String>) -> Result<Window> {
+    let w = Window {
+        since_ms: since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        until_ms: until
+            .as_deref()
+            .map(|s| parse_time("until", s))
+            .transpose()?,
+        last: match last {
+            None => None,
+            Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                usage_msg(format!(
+                    "--last {v:?} is not a number of points (1 or more)"
+                ))
+            })?),
+        },
+    };
+    if let (Some(s), Some(u)) = (w.since_ms, w.until_ms)
+        && s > u
+    {
+        return Err(usage_msg(
+            "--since is after --until: no point can be in that window",
+        ));
+    }
+    Ok(w)
+}
+
 fn parse_interval(s: &str) -> Result<Duration> {
     let secs: f64 = s.trim().parse().map_err(|_| {
         usage_msg(format!(
@@ -136,14 +187,15 @@ fn parse_parallel(s: &str) -> Result<usize> {
     }
 }
 
-fn parse_time(s: &str) -> Result<u64> {
+/// A time given to `--NAME`.
+fn parse_time(name: &str, s: &str) -> Result<u64> {
     timestamp::parse(s).map_err(|e| {
         usage_msg(match e {
             BadTime::NotATime => format!(
-                "--at-timestamp {s:?} is not a time: give RFC 3339 (2026-11-25T21:04:05Z) or \
+                "--{name} {s:?} is not a time: give RFC 3339 (2026-11-25T21:04:05Z) or \
                  Unix seconds (1764104645), as `petrify list` prints them"
             ),
-            BadTime::BeforeEpoch => format!("--at-timestamp {s:?} is before 1970"),
+            BadTime::BeforeEpoch => format!("--{name} {s:?} is before 1970"),
         })
     })
 }
@@ -259,7 +311,7 @@ mod tests {
         let Parsed::Run(c, a) = parsed else {
             panic!("{parsed:?}")
         };
-        resolve(c, a, env)
+        resolve(c, *a, env)
     }
 
     #[test]

@@ -153,11 +153,7 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
     else {
         return Err(ForeignKey("not of the form GENERATION-MODE/PART/OBJECT"));
     };
-    let (gen_s, mode_s) = gen_dir
-        .split_once('-')
-        .ok_or(ForeignKey("generation folder without a mode"))?;
-    let generation = fixed_decimal(gen_s, 10).ok_or(ForeignKey("bad generation number"))?;
-    let mode = Mode::parse(mode_s).ok_or(ForeignKey("unknown mode"))?;
+    let (generation, mode) = parse_generation_dir(gen_dir)?;
     if !valid_part_name(part) || (mode == Mode::File && part != FILE_PART) {
         return Err(ForeignKey("bad part name"));
     }
@@ -201,6 +197,16 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         crc,
         kind,
     })
+}
+
+/// Parses a generation's folder name (`0000000007-file`, without the slash).
+pub fn parse_generation_dir(dir: &str) -> Result<(u64, Mode), ForeignKey> {
+    let (gen_s, mode_s) = dir
+        .split_once('-')
+        .ok_or(ForeignKey("generation folder without a mode"))?;
+    let generation = fixed_decimal(gen_s, 10).ok_or(ForeignKey("bad generation number"))?;
+    let mode = Mode::parse(mode_s).ok_or(ForeignKey("unknown mode"))?;
+    Ok((generation, mode))
 }
 
 /// Exactly `width` ASCII digits, no sign, fitting in u64.

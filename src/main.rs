@@ -73,7 +73,7 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
             println!("petrify {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
-        cli::Parsed::Run(name, args) => (name, args),
+        cli::Parsed::Run(name, args) => (name, *args),
     };
     let command = config::resolve(name, args, |k| std::env::var(k).ok())?;
     let store =
@@ -81,6 +81,7 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     match &command.run {
         Run::Persist(p) => tail::persist(p, &store),
         Run::Recover(r) => recover::recover(r, &store),
-        Run::List(place) => recover::list(place, &store, &mut std::io::stdout().lock()),
+        Run::Verify(req) => recover::verify(req, &store, &mut std::io::stdout().lock()),
+        Run::List(req) => recover::list(req, &store, &mut std::io::stdout().lock()),
     }
 }

@@ -128,13 +128,18 @@ fn listings_never_panic() {
         <Contents><Key>p/petrify-v1/0000000001-file/file/00000000000000000000-00000000000000000006.1764104645123.e9bb1ce9.delta</Key>\
         <LastModified>2026-11-25T21:04:05.000Z</LastModified><ETag>&quot;x&quot;</ETag><Size>6</Size>\
         <StorageClass>STANDARD</StorageClass></Contents>\
-        <Contents><Key>p/petrify-v1/a%2Bb</Key><Size>1</Size></Contents></ListBucketResult>";
+        <Contents><Key>p/petrify-v1/a%2Bb</Key><Size>1</Size></Contents>\
+        <CommonPrefixes><Prefix>p/petrify-v1/0000000002-file/</Prefix></CommonPrefixes></ListBucketResult>";
     let (items, token) = crate::s3::parse_listing_page(valid).expect("valid listing");
     assert_eq!(items.len(), 2);
     assert_eq!(items[1].key, "p/petrify-v1/a+b");
     assert!(token.is_some());
+    let (folders, _) = crate::s3::parse_folder_page(valid).expect("valid listing");
+    assert_eq!(folders, ["p/petrify-v1/0000000002-file/"]);
     for _ in 0..cases() {
-        let _ = crate::s3::parse_listing_page(&r.mutate(valid));
+        let bad = r.mutate(valid);
+        let _ = crate::s3::parse_listing_page(&bad);
+        let _ = crate::s3::parse_folder_page(&bad);
     }
 }
 

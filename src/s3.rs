@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 mod error;
+mod listing;
 #[cfg(test)]
 pub mod mem;
 mod retry;
 
 pub use error::S3Error;
 use error::check;
+pub use listing::{Listed, parse_folder_page, parse_listing_page};
 pub use retry::{Backoff, retry};
 
 use rusty_s3::actions::{ListObjectsV2, S3Action};
@@ -42,6 +44,9 @@ pub struct StoreConfig {
 pub trait ObjectStore: Sync {
     /// Every key under `prefix`, all pages (each page retried a few times).
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, S3Error>;
+    /// The folders right below `prefix` (keys up to the next `/`, each ending in `/`), all pages:
+    /// one short listing instead of every key, for a reader that needs only some folders.
+    fn list_folders(&self, prefix: &str) -> Result<Vec<String>, S3Error>;
     /// Uploads exactly `len` bytes from `body` to `key`. With `crc32`, the bytes' CRC-32 goes
     /// along (`x-amz-checksum-crc32`): the store refuses bytes damaged on the way (BadDigest)
     /// instead of keeping them.
@@ -116,13 +121,6 @@ enum Checksums {
 pub struct ObjectBody {
     pub len: Option<u64>,
     pub reader: Box<dyn Read + Send>,
-}
-
-/// One entry of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: String,
-    pub size: u64,
 }
 
 impl Store {
@@ -208,26 +206,29 @@ impl Store {
         );
     }
 
+    /// One page of a listing, as the store's XML; with `folders`, of the folders below `prefix`.
     fn list_page(
         &self,
         prefix: &str,
+        folders: bool,
         token: Option<&str>,
-    ) -> Result<(Vec<Listed>, Option<String>), S3Error> {
+    ) -> Result<String, S3Error> {
         let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
         action.with_prefix(prefix);
+        if folders {
+            action.with_delimiter("/");
+        }
         if let Some(t) = token {
             action.with_continuation_token(t);
         }
         let url = action.sign(PRESIGN_FOR);
         let resp = self.agent.get(url.as_str()).call().map_err(net_error)?;
         let mut resp = check(resp)?;
-        let body = resp
-            .body_mut()
+        resp.body_mut()
             .with_config()
             .limit(64 << 20)
             .read_to_string()
-            .map_err(net_error)?;
-        parse_listing_page(&body)
+            .map_err(net_error)
     }
 }
 
@@ -236,7 +237,24 @@ impl ObjectStore for Store {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = retry(4, || self.list_page(prefix, token.as_deref()))?;
+            let page = retry(4, || {
+                parse_listing_page(&self.list_page(prefix, false, token.as_deref())?)
+            })?;
+            out.extend(page.0);
+            match page.1 {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn list_folders(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(4, || {
+                parse_folder_page(&self.list_page(prefix, true, token.as_deref())?)
+            })?;
             out.extend(page.0);
             match page.1 {
                 Some(t) => token = Some(t),
@@ -392,27 +410,6 @@ fn base64_4(b: [u8; 4]) -> String {
     out.push(ABC[((n << 4) & 63) as usize] as char);
     out.push_str("==");
     out
-}
-
-/// One page of a ListObjectsV2 answer: its keys and the token for the next page. Pure; it reads
-/// outside data, so it is fuzzed (src/props.rs).
-pub fn parse_listing_page(body: &str) -> Result<(Vec<Listed>, Option<String>), S3Error> {
-    let parsed = ListObjectsV2::parse_response(body).map_err(|_| {
-        S3Error::NotS3(if body.to_ascii_lowercase().contains("<html") {
-            "got an HTML page where a bucket listing was expected".into()
-        } else {
-            "the bucket listing could not be read".into()
-        })
-    })?;
-    let items = parsed
-        .contents
-        .into_iter()
-        .map(|c| Listed {
-            key: c.key,
-            size: c.size.unwrap_or(0),
-        })
-        .collect();
-    Ok((items, parsed.next_continuation_token))
 }
 
 /// Describes a transport error without its URL (ureq's `BadUri` carries one).

@@ -27,6 +27,9 @@ const TABLE: &str = "
 64 | not a number              | bad interval               |  | persist --bucket {bucket} --prefix p --file {log} --interval fast
 64 | out of range              | zero interval              |  | persist --bucket {bucket} --prefix p --file {log} --interval 0
 64 | is not a time             | bad timestamp              |  | recover --bucket {bucket} --prefix have --file {fresh} --at-timestamp tomorrow
+64 | yesterday                 | bad --since                |  | list --bucket {bucket} --prefix have --since yesterday
+64 | --since is after --until  | empty window               |  | list --bucket {bucket} --prefix have --since 2000 --until 1000
+64 | not a number of points    | zero points                |  | list --bucket {bucket} --prefix have --last 0
 64 | --prefix                  | odd prefix                 |  | list --bucket {bucket} --prefix a+b%c
 64 | --prefix                  | traversing prefix          |  | list --bucket {bucket} --prefix a/../b
 64 | --file                    | empty --file               |  | recover --bucket {bucket} --prefix have --file {empty}

@@ -101,6 +101,26 @@ fn rewrite_and_truncation_start_new_generations_and_every_side_recovers() {
     let points = s3.list("gen");
     let gens: Vec<u64> = points.iter().map(|p| p.generation).collect();
     assert!(gens.windows(2).all(|w| w[0] <= w[1]), "{gens:?}");
+    // A window shows what the whole list shows in it (read one generation folder at a time).
+    let window = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["list", "--bucket", BUCKET, "--prefix", "gen"];
+        a.extend_from_slice(args);
+        let out = s3.run(&a);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    let all: Vec<String> = points.iter().map(|p| p.unix.clone()).collect();
+    let mid = all.len() / 2;
+    assert_eq!(window(&["--last", "2"]), all[all.len() - 2..]);
+    assert_eq!(window(&["--since", &all[mid]]), all[mid..]);
+    assert_eq!(window(&["--until", &points[mid].rfc3339]), all[..=mid]);
+    assert_eq!(
+        window(&["--since", &all[1], "--until", &all[mid], "--last", "1"]),
+        all[mid..=mid]
+    );
     assert_eq!(gens.last(), Some(&3));
     let last_of = |g: u64| points.iter().rfind(|p| p.generation == g).unwrap().clone();
     let out_file = work.path("restored");

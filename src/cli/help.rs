@@ -8,7 +8,8 @@ and point-in-time recovery.
 Usage:
   petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [options]
   petrify recover --bucket B --prefix P --file PATH [--at-timestamp TIME] [--force] [options]
-  petrify list    --bucket B --prefix P [options]
+  petrify list    --bucket B --prefix P [--since TIME] [--until TIME] [--last N] [options]
+  petrify verify  --bucket B --prefix P [--at-timestamp TIME] [--deep] [options]
   petrify --help | --version | COMMAND --help
 
 Options for every command:
@@ -50,7 +51,7 @@ place: PATH is either the complete recovery point or untouched.
 ";
 
 pub const LIST_HELP: &str = "\
-petrify list --bucket B --prefix P [options]
+petrify list --bucket B --prefix P [--since TIME] [--until TIME] [--last N] [options]
 
 Prints the recovery points under s3://B/P/, oldest first, one per line:
   TIME (RFC 3339 UTC, milliseconds)  UNIX-SECONDS  GENERATION  BYTES
@@ -58,5 +59,23 @@ Either time can be given to recover --at-timestamp. BYTES is the file's size at 
 (for a folder, all its files together). Points whose chain misses an object are not listed:
 they are named on stderr, and list exits with status 65.
 
+  --since TIME  only points at or after TIME (RFC 3339 or Unix seconds, as --at-timestamp)
+  --until TIME  only points at or before TIME
+  --last N      only the newest N points (of those --since and --until leave)
+  --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
+";
+
+pub const VERIFY_HELP: &str = "\
+petrify verify --bucket B --prefix P [--at-timestamp TIME] [--deep] [--parallel N] [options]
+
+Checks, writing nothing, that every recovery point under s3://B/P/ (or the one recover
+--at-timestamp TIME would choose) can be rebuilt: every key under the layout is Petrify's and
+as long as it says, every chain is whole, objects holding one range agree. Prints one line
+per broken point or object (BROKEN ...); exits 0 only when all is well, 65 otherwise.
+
+  --at-timestamp TIME only the point recover would choose for TIME
+  --deep              also download every object (in parallel, nothing kept) and check its
+                      CRC-32, and that each retried upload repeats the bytes it extends
+  --parallel N        requests in flight at once with --deep (default 32, 1 to 256)
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";

@@ -22,7 +22,7 @@ use crate::error::{Error, Exit, Result};
 use crate::layout::ObjectKey;
 use crate::s3::{Backoff, ObjectStore, S3Error};
 
-/// Requests in flight at once unless `--parallel` says otherwise. Measured with scripts/bench
+/// Requests in flight at once unless `--parallel` says otherwise. Measured with bench/run
 /// on a chain of 2000 small deltas against a local s3s-fs: 8 workers 347 objects/s, 16 593/s,
 /// 32 962/s (each request waits on latency, not bandwidth; real S3 adds 10-50 ms per request,
 /// so the same holds there).
@@ -190,6 +190,49 @@ pub fn fetch_chain(
         }
         wake.notify_all();
         result
+    })
+}
+
+/// Reads all of object `o` and returns the CRC-32 of its first `len` bytes for each of `marks`
+/// (ascending, each at most `o.len()`), having checked that the whole object matches its key.
+/// For `verify --deep`: no byte is kept.
+pub fn crc_marks(
+    store: &dyn ObjectStore,
+    root: &str,
+    o: &ObjectKey,
+    marks: &[u64],
+) -> Result<Vec<u32>> {
+    with_retries(o, || {
+        let mut body = get(store, root, o)?;
+        let (mut h, mut pos, mut out) = (crc32fast::Hasher::new(), 0u64, Vec::new());
+        let mut buf = vec![0u8; 256 << 10];
+        let mut marks = marks.iter().copied().peekable();
+        loop {
+            while marks.peek() == Some(&pos) {
+                marks.next();
+                out.push(h.clone().finalize());
+            }
+            let room = marks
+                .peek()
+                .map_or(buf.len() as u64, |m| (m - pos).min(buf.len() as u64));
+            let n = match body.reader.read(&mut buf[..room.max(1) as usize]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(Failure::Transient(format!("reading {o}: {e}"))),
+            };
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        if pos != o.len() {
+            return Err(Failure::Fatal(Error::new(
+                Exit::Data,
+                format!("object {o} holds {pos} bytes, its key says {}", o.len()),
+            )));
+        }
+        match verify(o, h.finalize()) {
+            Some(e) => Err(Failure::Fatal(e)),
+            None => Ok(out),
+        }
     })
 }
 

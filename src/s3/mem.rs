@@ -67,6 +67,20 @@ impl ObjectStore for MemStore {
             .collect())
     }
 
+    fn list_folders(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut out: Vec<String> = self
+            .list(prefix)?
+            .into_iter()
+            .filter_map(|l| {
+                let rest = l.key.strip_prefix(prefix)?;
+                let cut = rest.find('/')?;
+                Some(format!("{prefix}{}", &rest[..=cut]))
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
     fn put(
         &self,
         key: &str,

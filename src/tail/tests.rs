@@ -323,6 +323,9 @@ impl ObjectStore for ShrinksTheFile<'_> {
     fn list(&self, prefix: &str) -> Result<Vec<crate::s3::Listed>, crate::s3::S3Error> {
         self.inner.list(prefix)
     }
+    fn list_folders(&self, prefix: &str) -> Result<Vec<String>, crate::s3::S3Error> {
+        self.inner.list_folders(prefix)
+    }
     fn put(
         &self,
         key: &str,

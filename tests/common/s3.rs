@@ -191,6 +191,15 @@ impl S3 {
             .expect("run petrify recover")
     }
 
+    /// `petrify list`'s output, whatever its exit status.
+    pub fn list_raw(&self, prefix: &str) -> String {
+        text(
+            &self
+                .run(&["list", "--bucket", BUCKET, "--prefix", prefix])
+                .stdout,
+        )
+    }
+
     /// `petrify list`, parsed: (unix-ms, generation, bytes) per line.
     pub fn list(&self, prefix: &str) -> Vec<Point> {
         let out = self.run(&["list", "--bucket", BUCKET, "--prefix", prefix]);
