@@ -13,7 +13,7 @@ use crate::error::{Error, Exit, Result};
 
 mod help;
 
-pub use help::{LIST_HELP, MAIN_HELP, PERSIST_HELP, RECOVER_HELP, VERIFY_HELP};
+pub use help::{LIST_HELP, MAIN_HELP, PERSIST_HELP, PRUNE_HELP, RECOVER_HELP, VERIFY_HELP};
 
 /// The commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,7 @@ pub enum CommandName {
     Recover,
     List,
     Verify,
+    Prune,
 }
 
 impl CommandName {
@@ -30,6 +31,7 @@ impl CommandName {
         CommandName::Recover,
         CommandName::List,
         CommandName::Verify,
+        CommandName::Prune,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +40,7 @@ impl CommandName {
             CommandName::Recover => "recover",
             CommandName::List => "list",
             CommandName::Verify => "verify",
+            CommandName::Prune => "prune",
         }
     }
 
@@ -51,6 +54,7 @@ impl CommandName {
             CommandName::Recover => RECOVER_HELP,
             CommandName::List => LIST_HELP,
             CommandName::Verify => VERIFY_HELP,
+            CommandName::Prune => PRUNE_HELP,
         }
     }
 }
@@ -72,6 +76,8 @@ const RECOVER: &[CommandName] = &[CommandName::Recover];
 const LIST: &[CommandName] = &[CommandName::List];
 const VERIFY: &[CommandName] = &[CommandName::Verify];
 const READERS: &[CommandName] = &[CommandName::Recover, CommandName::Verify];
+const PRUNE: &[CommandName] = &[CommandName::Prune];
+const RETAINERS: &[CommandName] = &[CommandName::Persist, CommandName::Prune];
 const FILE_COMMANDS: &[CommandName] = &[CommandName::Persist, CommandName::Recover];
 
 /// Every option the parser accepts (besides `--help`/`-h` and `--version`/`-V`).
@@ -132,6 +138,16 @@ pub const OPTIONS: &[Opt] = &[
         commands: VERIFY,
     },
     Opt {
+        name: "retain",
+        takes_value: true,
+        commands: RETAINERS,
+    },
+    Opt {
+        name: "dry-run",
+        takes_value: false,
+        commands: PRUNE,
+    },
+    Opt {
         name: "since",
         takes_value: true,
         commands: LIST,
@@ -161,6 +177,8 @@ pub struct Args {
     pub at_timestamp: Option<String>,
     pub force: bool,
     pub deep: bool,
+    pub dry_run: bool,
+    pub retain: Option<String>,
     pub parallel: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -193,19 +211,19 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
                 let v = v.string().map_err(usage)?;
                 CommandName::parse(&v).ok_or_else(|| {
                     usage_msg(format!(
-                        "unknown command {v:?}: use persist, recover, list or verify"
+                        "unknown command {v:?}: use persist, recover, list, verify or prune"
                     ))
                 })?
             }
             Some(other) => {
                 return Err(usage_msg(format!(
-                    "{} before the command: give persist, recover, list or verify first",
+                    "{} before the command: give persist, recover, list, verify or prune first",
                     other.unexpected()
                 )));
             }
             None => {
                 return Err(usage_msg(
-                    "no command given: use persist, recover, list or verify (see petrify --help)",
+                    "no command given: use persist, recover, list, verify or prune (see petrify --help)",
                 ));
             }
         },
@@ -229,6 +247,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
                 "path-style" => a.path_style = true,
                 "force" => a.force = true,
                 "deep" => a.deep = true,
+                "dry-run" => a.dry_run = true,
                 other => return Err(unhandled(other)),
             }
             continue;
@@ -255,6 +274,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             "since" => &mut a.since,
             "until" => &mut a.until,
             "last" => &mut a.last,
+            "retain" => &mut a.retain,
             other => return Err(unhandled(other)),
         };
         *slot = Some(value);

@@ -10,6 +10,7 @@ use rusty_s3::Credentials;
 use crate::bucket::Place;
 use crate::cli::{Args, CommandName, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
+use crate::prune::PruneRequest;
 use crate::recover::{ListRequest, RecoverRequest, VerifyRequest, Window, fetch};
 use crate::s3::{ConfigError, StoreConfig};
 use crate::tail::PersistRequest;
@@ -36,6 +37,7 @@ pub enum Run {
     Recover(RecoverRequest),
     List(ListRequest),
     Verify(VerifyRequest),
+    Prune(PruneRequest),
 }
 
 /// Resolves `args` for `command` against the environment (`env`).
@@ -71,6 +73,7 @@ pub fn resolve(
                 None => DEFAULT_INTERVAL,
             },
             max_object: max_object(&env)?,
+            retain: args.retain.as_deref().map(parse_age).transpose()?,
         }),
         CommandName::Recover => Run::Recover(RecoverRequest {
             place: place.clone(),
@@ -98,6 +101,13 @@ pub fn resolve(
                 Some(v) => parse_parallel(v)?,
                 None => fetch::DEFAULT_PARALLEL,
             },
+        }),
+        CommandName::Prune => Run::Prune(PruneRequest {
+            place: place.clone(),
+            retain: parse_age(args.retain.as_deref().ok_or_else(|| {
+                usage_msg("petrify prune needs --retain (example: --retain 30d)")
+            })?)?,
+            dry_run: args.dry_run,
         }),
         CommandName::List => Run::List(ListRequest {
             place: place.clone(),
@@ -132,6 +142,28 @@ fn check_prefix(p: &str) -> Result<()> {
         return Err(usage_msg("--prefix is longer than 512 characters"));
     }
     Ok(())
+}
+
+/// `--retain AGE`: a whole number and a unit (s, m, h, d), at least one second; a unit is
+/// required, so that nobody keeps 30 seconds meaning 30 days.
+fn parse_age(s: &str) -> Result<Duration> {
+    let bad = || {
+        usage_msg(format!(
+            "--retain {s:?} is not an age: give a number and a unit, s, m, h or d (90s, 36h, 30d)"
+        ))
+    };
+    let unit = match s.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    match n.checked_mul(unit) {
+        Some(secs) if (1..=100 * 365 * 86_400).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(bad()),
+    }
 }
 
 /// `list --since/--until/--last`.

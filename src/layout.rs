@@ -23,6 +23,11 @@
 //!   for future compacted snapshots).
 //!
 //! Fixed widths make the store's lexical order equal chain order, but readers sort for themselves.
+//!
+//! One more key, `<generation>-<mode>/dropping` (empty), marks a generation that retention is
+//! deleting: readers pass over it as if it were gone already, so that a prune cut short leaves no
+//! half-deleted history on show; the next prune finishes it. Older readers ignore the key (not one
+//! of theirs).
 
 use std::fmt;
 
@@ -197,6 +202,20 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         crc,
         kind,
     })
+}
+
+/// The name, inside a generation's folder, of the mark that it is being deleted.
+pub const DROPPING: &str = "dropping";
+
+/// `0000000007-file/dropping`: the key below the root that marks a generation being deleted.
+pub fn dropping_key(generation: u64, mode: Mode) -> String {
+    format!("{}/{DROPPING}", generation_dir(generation, mode))
+}
+
+/// The generation a key below the root marks as being deleted, if it is such a mark.
+pub fn parse_dropping(rel: &str) -> Option<(u64, Mode)> {
+    let dir = rel.strip_suffix(DROPPING)?.strip_suffix('/')?;
+    parse_generation_dir(dir).ok()
 }
 
 /// Parses a generation's folder name (`0000000007-file`, without the slash).

@@ -15,6 +15,7 @@ mod lease;
 mod manifest;
 #[cfg(test)]
 mod props;
+mod prune;
 mod recover;
 mod s3;
 mod signal;
@@ -81,6 +82,7 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     match &command.run {
         Run::Persist(p) => tail::persist(p, &store),
         Run::Recover(r) => recover::recover(r, &store),
+        Run::Prune(req) => prune::prune(req, &store, &mut std::io::stdout().lock()),
         Run::Verify(req) => recover::verify(req, &store, &mut std::io::stdout().lock()),
         Run::List(req) => recover::list(req, &store, &mut std::io::stdout().lock()),
     }

@@ -10,14 +10,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+mod delete;
 mod error;
 mod listing;
 #[cfg(test)]
 pub mod mem;
 mod retry;
 
+pub use delete::MAX_BATCH;
 pub use error::S3Error;
-use error::check;
+use error::{check, net_error};
 pub use listing::{Listed, parse_folder_page, parse_listing_page};
 pub use retry::{Backoff, retry};
 
@@ -66,6 +68,9 @@ pub trait ObjectStore: Sync {
     /// what the store says it sends; callers check it is the range's.
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error>;
     fn delete(&self, key: &str) -> Result<(), S3Error>;
+    /// Deletes up to [`MAX_BATCH`] keys in one request; returns those the store refused, with
+    /// its error code. A key that does not exist counts as deleted.
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error>;
 
     /// A small object's bytes (at most 1 MiB are read), or `None` if there is no such key.
     fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
@@ -364,6 +369,10 @@ impl ObjectStore for Store {
         check(resp).map(drop)
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
+        retry(4, || self.delete_batch(keys))
+    }
+
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error> {
         self.get_object(key, None)
     }
@@ -410,44 +419,6 @@ fn base64_4(b: [u8; 4]) -> String {
     out.push(ABC[((n << 4) & 63) as usize] as char);
     out.push_str("==");
     out
-}
-
-/// Describes a transport error without its URL (ureq's `BadUri` carries one).
-fn net_error(e: ureq::Error) -> S3Error {
-    let m = match e {
-        ureq::Error::Io(io) => {
-            let w = io.to_string();
-            // rustls reports through io::Error; say that it is TLS, and what to check.
-            if w.contains("certificate") {
-                format!("the TLS certificate is not trusted ({w}): petrify trusts the public CAs")
-            } else if w.contains("corrupt message") || w.contains("handshake") {
-                format!("TLS handshake failed ({w}): does the endpoint speak https?")
-            } else {
-                w
-            }
-        }
-        ureq::Error::Timeout(t) => format!("timed out ({t})"),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        ureq::Error::Tls(m) => format!("TLS error: {m}"),
-        ureq::Error::Rustls(e) => format!("TLS error: {e}"),
-        ureq::Error::Protocol(_) => {
-            return S3Error::NotS3("the answer is not valid HTTP".into());
-        }
-        ureq::Error::BadUri(_) => "the endpoint URL is not usable".into(),
-        ureq::Error::BodyExceedsLimit(_) => {
-            return S3Error::NotS3("the answer is larger than expected".into());
-        }
-        other => {
-            // Remaining variants carry no URL; keep their kind only.
-            let s = format!("{other:?}");
-            s.split(['(', ' ', '{'])
-                .next()
-                .unwrap_or("error")
-                .to_string()
-        }
-    };
-    S3Error::Network(m)
 }
 
 #[cfg(test)]

@@ -45,6 +45,47 @@ pub struct PersistRequest {
     pub interval: Duration,
     /// The largest object to upload; larger ranges are split.
     pub max_object: u64,
+    /// `--retain`: delete what no point of this window (and the one before it) needs.
+    pub retain: Option<Duration>,
+}
+
+/// `persist --retain`: the retention, applied now and then from the polling loop (persist holds
+/// the writer lease, so no other process prunes its prefix). At most once per
+/// [`Retention::every`], and only after uploads since the last time: an idle persist costs no
+/// request for it.
+struct Retention {
+    keep: Duration,
+    every: Duration,
+    next_at: Instant,
+    /// `up.objects` when it last ran; `None` before the first time.
+    after_objects: Option<u64>,
+    where_: String,
+}
+
+impl Retention {
+    fn new(keep: Duration, interval: Duration, where_: String) -> Retention {
+        Retention {
+            keep,
+            every: (keep / 4).max(interval).min(Duration::from_secs(3600)),
+            next_at: Instant::now(),
+            after_objects: None,
+            where_,
+        }
+    }
+
+    /// Applies the retention if it is due. A failure is said at WARN and tried again next
+    /// time: retention never stops the backup.
+    fn maybe_apply(&mut self, up: &Uploader) {
+        if Instant::now() < self.next_at || self.after_objects == Some(up.objects) {
+            return;
+        }
+        let cutoff = timestamp::now_ms().saturating_sub(self.keep.as_millis() as u64);
+        if let Err(e) = crate::prune::apply(up.store, &up.root, cutoff, &self.where_) {
+            log::warn!("retention failed, tried again later: {}", e.message);
+        }
+        self.after_objects = Some(up.objects);
+        self.next_at = Instant::now() + self.every;
+    }
 }
 
 /// Why a tick did not finish.
@@ -155,9 +196,12 @@ fn follow(
         objects: 0,
         bytes: 0,
     };
+    let mut retention = args
+        .retain
+        .map(|keep| Retention::new(keep, args.interval, args.place.describe()));
     if is_dir {
         let mut follower = aofdir::AofDirFollower::new(&args.file, resume, found.next_number)?;
-        return run_loop(args.interval, &mut up, &mut follower);
+        return run_loop(args.interval, &mut up, &mut follower, retention.as_mut());
     }
     let mut follower = file::FileFollower::new(
         args.file.clone(),
@@ -166,7 +210,7 @@ fn follow(
         resume,
         said_waiting,
     );
-    run_loop(args.interval, &mut up, &mut follower)
+    run_loop(args.interval, &mut up, &mut follower, retention.as_mut())
 }
 
 /// The database being watched, as the polling loop sees it: a single file, or a Redis folder.
@@ -180,8 +224,14 @@ pub trait Follower {
 
 /// The polling loop shared by every follower: tick each interval; after an S3 failure, retry
 /// with capped backoff (re-observing, so the retry carries everything appended meanwhile); on
-/// a stop request, finish what is pending within [`STOP_GRACE`].
-pub fn run_loop(interval: Duration, up: &mut Uploader, follower: &mut dyn Follower) -> Result<()> {
+/// a stop request, finish what is pending within [`STOP_GRACE`]. Between successful ticks,
+/// apply the retention when it is due.
+fn run_loop(
+    interval: Duration,
+    up: &mut Uploader,
+    follower: &mut dyn Follower,
+    mut retention: Option<&mut Retention>,
+) -> Result<()> {
     // Capped at one interval: S3 coming back is noticed within an interval, and a failing
     // request per interval is no load (no busy loop: the first retries are 50 ms, 100 ms, ...).
     let mut backoff = Backoff::new(
@@ -223,6 +273,9 @@ pub fn run_loop(interval: Duration, up: &mut Uploader, follower: &mut dyn Follow
                         up.bytes
                     );
                     return Ok(());
+                }
+                if let Some(r) = retention.as_deref_mut() {
+                    r.maybe_apply(up);
                 }
                 started + interval
             }

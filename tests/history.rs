@@ -146,3 +146,182 @@ fn verify_names_each_kind_of_damage() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(work.path("ok.out")).unwrap(), content);
 }
+
+fn prune(s3: &S3, prefix: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["prune", "--bucket", BUCKET, "--prefix", prefix];
+    args.extend_from_slice(extra);
+    s3.run(&args)
+}
+
+fn generations(s3: &S3, prefix: &str) -> Vec<u64> {
+    let mut g: Vec<u64> = s3.ranges(prefix).iter().map(|o| o.generation).collect();
+    g.dedup();
+    g
+}
+
+/// Truncates the followed file: persist starts the next generation.
+fn truncate_and_wait(s3: &S3, prefix: &str, file: &std::path::Path, generation: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    wait_for("the next generation", T, || {
+        generations(s3, prefix).contains(&generation)
+    });
+}
+
+#[test]
+fn retention_drops_whole_old_generations_and_keeps_the_window() {
+    let s3 = S3::start();
+    let work = Scratch::new("retain");
+    let file = work.path("log");
+    std::fs::write(&file, b"generation one\n").unwrap();
+    let p = s3.persist("r", &file, "0.05");
+    s3.append_and_wait("r", &file, b"more of one\n");
+    truncate_and_wait(&s3, "r", &file, 2);
+    s3.append_and_wait("r", &file, b"generation two\n");
+    truncate_and_wait(&s3, "r", &file, 3);
+    let early3 = s3.append_and_wait("r", &file, b"generation three\n");
+    // Everything so far is more than 2 s old when the last line arrives.
+    let before = now_ms_f();
+    wait_for("3 s to pass", T, || now_ms_f() > before + 3000.0);
+    let g3 = s3.append_and_wait("r", &file, b"after the cutoff\n");
+
+    // A running persist holds the prefix: pruning it is that persist's job.
+    assert_fails(&prune(&s3, "r", &["--retain", "2s"]), 73, "--retain");
+    assert!(p.terminate(T).status.success());
+
+    // Dry run: generations 1 and 2 would go, whole; nothing is deleted.
+    let keys_before = s3.keys("r");
+    let out = prune(&s3, "r", &["--retain", "2s", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let would: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    let old: Vec<&String> = keys_before
+        .iter()
+        .filter(|k| k.starts_with("0000000001-") || k.starts_with("0000000002-"))
+        .collect();
+    assert_eq!(would.len(), old.len(), "{would:?}");
+    assert!(
+        would
+            .iter()
+            .all(|l| old.iter().any(|k| l.contains(k.as_str())))
+    );
+    assert_eq!(s3.keys("r"), keys_before);
+
+    // The real thing: the bucket shrinks to generation 3, which recovers exactly, at its
+    // newest point and at the newest point before the window.
+    let out = prune(&s3, "r", &["--retain", "2s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(generations(&s3, "r"), [3]);
+    assert!(!s3.has_lease("r"));
+    assert_eq!(verify(&s3, "r", &["--deep"]).0, 0);
+    let points = s3.list("r");
+    assert!(points.iter().all(|p| p.generation == 3), "{points:?}");
+    let out_file = work.path("out");
+    let anchor = points
+        .iter()
+        .rfind(|p| p.bytes == early3.len() as u64)
+        .unwrap();
+    let out = s3.recover("r", &out_file, &["--at-timestamp", &anchor.unix]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&out_file).unwrap(), early3);
+    let out = s3.recover("r", &out_file, &["--force"]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&out_file).unwrap(), g3);
+
+    // persist --retain does it by itself, once writes go on: generation 3 goes once
+    // generation 4 has a point older than the window.
+    let mut cmd = s3.persist_cmd(&s3.endpoint(), "r", &file, "0.05");
+    cmd.args(["--retain", "1s"]);
+    let p = spawn(cmd);
+    truncate_and_wait(&s3, "r", &file, 4);
+    let mut n = 0;
+    wait_for("generation 3 to be deleted", T, || {
+        n += 1;
+        append(&file, format!("line {n}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+        generations(&s3, "r") == [4]
+    });
+    let content = s3.append_and_wait("r", &file, b"last\n");
+    let out = p.terminate(T);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("retention: 1 generation(s)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(verify(&s3, "r", &["--deep"]).0, 0);
+    let out = s3.recover("r", &out_file, &["--force"]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&out_file).unwrap(), content);
+}
+
+/// Plants `count` old generations of 50 deltas each, then a newest one, straight into the
+/// server's folder; returns the newest one's bytes.
+fn plant_generations(s3: &S3, prefix: &str, count: u64) -> Vec<u8> {
+    let mut newest = Vec::new();
+    for g in 1..=count + 1 {
+        let dir = s3.object_path(prefix, &format!("{g:010}-file/file"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut pos = 0u64;
+        newest.clear();
+        for i in 0..50u64 {
+            let data = format!("generation {g} record {i}\n").into_bytes();
+            let end = pos + data.len() as u64;
+            let time = 1_700_000_000_000 + g * 1000 + i;
+            let name = format!(
+                "{pos:020}-{end:020}.{time:013}.{:08x}.delta",
+                crc32fast::hash(&data)
+            );
+            std::fs::write(dir.join(name), &data).unwrap();
+            newest.extend_from_slice(&data);
+            pos = end;
+        }
+    }
+    newest
+}
+
+#[test]
+fn sigkill_during_prune_leaves_every_kept_point_and_no_broken_one() {
+    let s3 = S3::start();
+    let work = Scratch::new("prune-kill");
+    let out_file = work.path("out");
+    let mut cut_mid_drop = 0;
+    for round in 1..=4u64 {
+        let newest = plant_generations(&s3, "k", 40);
+        let mut cmd = s3.petrify();
+        cmd.args([
+            "prune", "--bucket", BUCKET, "--prefix", "k", "--retain", "1s",
+        ]);
+        let p = spawn(cmd);
+        // Cut it short at a different depth each round, while a generation is marked as being
+        // deleted (half gone) if the prune is not over by then.
+        let mut marked = false;
+        wait_for("the prune to get going", T, || {
+            marked = s3.keys("k").iter().any(|k| k.ends_with("/dropping"));
+            let left = generations(&s3, "k").len() as u64;
+            (left <= 41 - round * 8 && marked) || left == 1
+        });
+        p.kill();
+        cut_mid_drop += u32::from(marked);
+        // Whatever was cut short: no broken point, and the kept one recovers.
+        let (code, out, err) = verify(&s3, "k", &[]);
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        let listed = s3.list("k");
+        assert_eq!(listed.last().map(|p| p.generation), Some(41));
+        let out = s3.recover("k", &out_file, &["--force"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(std::fs::read(&out_file).unwrap(), newest);
+        // The next prune takes over the dead one's lease and finishes.
+        let out = prune(&s3, "k", &["--retain", "1s"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(generations(&s3, "k"), [41], "round {round}");
+        assert_eq!(verify(&s3, "k", &["--deep"]).0, 0);
+    }
+    assert!(
+        cut_mid_drop >= 1,
+        "no round was cut short in the middle of a generation"
+    );
+}

@@ -6,10 +6,11 @@ petrify: continuous backup of an append-only log (or a Redis 7 appendonlydir/) t
 and point-in-time recovery.
 
 Usage:
-  petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [options]
+  petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [--retain AGE] [options]
   petrify recover --bucket B --prefix P --file PATH [--at-timestamp TIME] [--force] [options]
   petrify list    --bucket B --prefix P [--since TIME] [--until TIME] [--last N] [options]
   petrify verify  --bucket B --prefix P [--at-timestamp TIME] [--deep] [options]
+  petrify prune   --bucket B --prefix P --retain AGE [--dry-run] [options]
   petrify --help | --version | COMMAND --help
 
 Options for every command:
@@ -23,7 +24,7 @@ Logging: RUST_LOG (default info). See petrify(1).
 ";
 
 pub const PERSIST_HELP: &str = "\
-petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [options]
+petrify persist --bucket B --prefix P --file PATH [--interval SECONDS] [--retain AGE] [options]
 
 Follows PATH (an append-only file, or a Redis 7 appendonlydir/ folder) and uploads every
 newly appended byte range to s3://B/P/ each interval. Resumes an existing chain on restart.
@@ -32,6 +33,9 @@ generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is 
 
   --file PATH        the file or folder to follow (waited for if it does not exist yet)
   --interval SECONDS how often to look for new bytes (default 1; fractions allowed, >= 0.01)
+  --retain AGE       keep the points of the last AGE (90s, 36h, 30d) and the one before;
+                     delete what no kept point needs, now and then (see petrify prune).
+                     Default: keep everything
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";
 
@@ -77,5 +81,18 @@ per broken point or object (BROKEN ...); exits 0 only when all is well, 65 other
   --deep              also download every object (in parallel, nothing kept) and check its
                       CRC-32, and that each retried upload repeats the bytes it extends
   --parallel N        requests in flight at once with --deep (default 32, 1 to 256)
+  --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
+";
+
+pub const PRUNE_HELP: &str = "\
+petrify prune --bucket B --prefix P --retain AGE [--dry-run] [options]
+
+Deletes from s3://B/P/ every object no kept recovery point needs. Kept: every point newer
+than now minus AGE, and the newest point before that (so every time in the window can still
+be recovered). Older generations go whole. Refuses a prefix a running persist holds (give
+that persist --retain instead). A crash at any moment leaves every kept point recoverable.
+
+  --retain AGE  how far back points are kept: a number and a unit, s, m, h or d (90s, 36h, 30d)
+  --dry-run     print each object that would go (KEY  BYTES) and the total; delete nothing
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";

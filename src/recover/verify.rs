@@ -37,8 +37,21 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
     let listed = store
         .list(&root)
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
-    let (objects, foreign) = bucket::read_listing(&root, listed);
-    let gens = chain::generations(objects);
+    let read = bucket::read_listing(&root, listed);
+    let foreign = read.foreign;
+    // A generation marked as being deleted is no longer history: a prune cut short, that the
+    // next prune finishes.
+    let gens: Vec<Generation> = chain::generations(read.objects)
+        .into_iter()
+        .filter(|g| !read.dropping.contains(&(g.id.number, g.id.mode)))
+        .collect();
+    if !read.dropping.is_empty() {
+        log::info!(
+            "{} generation(s) marked as being deleted by a prune cut short: not checked; the \
+             next prune (or persist --retain) finishes them",
+            read.dropping.len()
+        );
+    }
     let all = chain::recovery_points(&gens);
     let points = match req.at_ms {
         None => all,

@@ -208,6 +208,44 @@ fn xml_unescape(s: &str) -> String {
     out
 }
 
+/// Describes a transport error without its URL (ureq's `BadUri` carries one).
+pub(super) fn net_error(e: ureq::Error) -> S3Error {
+    let m = match e {
+        ureq::Error::Io(io) => {
+            let w = io.to_string();
+            // rustls reports through io::Error; say that it is TLS, and what to check.
+            if w.contains("certificate") {
+                format!("the TLS certificate is not trusted ({w}): petrify trusts the public CAs")
+            } else if w.contains("corrupt message") || w.contains("handshake") {
+                format!("TLS handshake failed ({w}): does the endpoint speak https?")
+            } else {
+                w
+            }
+        }
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Tls(m) => format!("TLS error: {m}"),
+        ureq::Error::Rustls(e) => format!("TLS error: {e}"),
+        ureq::Error::Protocol(_) => {
+            return S3Error::NotS3("the answer is not valid HTTP".into());
+        }
+        ureq::Error::BadUri(_) => "the endpoint URL is not usable".into(),
+        ureq::Error::BodyExceedsLimit(_) => {
+            return S3Error::NotS3("the answer is larger than expected".into());
+        }
+        other => {
+            // Remaining variants carry no URL; keep their kind only.
+            let s = format!("{other:?}");
+            s.split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("error")
+                .to_string()
+        }
+    };
+    S3Error::Network(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,16 @@ impl ObjectStore for MemStore {
             .collect())
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
+        self.request()?;
+        if let Ok(mut o) = self.objects.lock() {
+            for k in keys {
+                o.remove(k);
+            }
+        }
+        Ok(Vec::new())
+    }
+
     fn list_folders(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
         let mut out: Vec<String> = self
             .list(prefix)?

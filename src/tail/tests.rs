@@ -326,6 +326,9 @@ impl ObjectStore for ShrinksTheFile<'_> {
     fn list_folders(&self, prefix: &str) -> Result<Vec<String>, crate::s3::S3Error> {
         self.inner.list_folders(prefix)
     }
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, crate::s3::S3Error> {
+        self.inner.delete_many(keys)
+    }
     fn put(
         &self,
         key: &str,

@@ -1,0 +1,256 @@
+//! Retention: which generations no recovery point worth keeping needs, and deleting them. Kept:
+//! every point newer than the cutoff (now minus `--retain`), and the newest point before it, so
+//! that any time after the cutoff still has a point at or before it. Within a generation the
+//! file at any point is a prefix of the file at the next, so a kept point stands on every delta
+//! of its generation before it: what goes is whole generations none of whose points is kept
+//! (never the newest generation, which persist continues).
+//!
+//! Deciding is pure ([`plan`]); `petrify prune` and `persist --retain` apply it. A generation is
+//! first marked as being deleted (`<generation>/dropping`, see [`crate::layout::DROPPING`]), then
+//! its objects go in batches, the mark last. Readers pass over a marked generation, so a prune
+//! cut short (SIGKILL, a lost connection) shows no half-deleted history, and every kept point
+//! stays recoverable; the next prune finishes what the mark names.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use crate::bucket::{self, Place};
+use crate::chain::{self, GenId, Generation, RecoveryPoint};
+use crate::error::{Error, Exit, Result};
+use crate::layout::{self, ObjectKey};
+use crate::lease::{self, Lease};
+use crate::s3::{MAX_BATCH, ObjectStore};
+use crate::timestamp::{self, rfc3339_ms};
+
+/// What applying a retention would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunePlan {
+    /// The oldest point kept, if there is any point.
+    pub oldest_kept: Option<RecoveryPoint>,
+    pub kept_points: usize,
+    pub dropped_points: usize,
+    /// The generations to delete, oldest first: those no kept point needs, and those a prune
+    /// cut short had marked.
+    pub drop: Vec<Generation>,
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+/// The plan for keeping what `cutoff_ms` and later need. Points are taken in list order
+/// (generation, then time): the newest point before the cutoff in that order and every point
+/// after it are kept, and so is any point labelled after the cutoff (a clock that was ahead).
+/// A generation goes when none of its points is kept, all its objects are older than the
+/// cutoff, and it is not the newest. `dropping`: generations already marked, which go too.
+pub fn plan(gens: &[Generation], dropping: &[Generation], cutoff_ms: u64) -> PrunePlan {
+    let points = chain::recovery_points(gens);
+    let anchor = points.iter().rposition(|p| p.time_ms < cutoff_ms);
+    let kept: Vec<&RecoveryPoint> = points
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| p.time_ms >= cutoff_ms || anchor.is_some_and(|a| *i >= a))
+        .map(|(_, p)| p)
+        .collect();
+    let needed: BTreeSet<GenId> = kept.iter().map(|p| p.generation).collect();
+    let newest = gens.iter().map(|g| g.id).max();
+    let mut drop: Vec<Generation> = gens
+        .iter()
+        .filter(|g| !needed.contains(&g.id) && Some(g.id) != newest && g.last_time() < cutoff_ms)
+        .chain(dropping)
+        .cloned()
+        .collect();
+    drop.sort_by_key(|g| g.id);
+    let gone: BTreeSet<GenId> = drop.iter().map(|g| g.id).collect();
+    PrunePlan {
+        oldest_kept: kept.first().map(|p| **p),
+        kept_points: kept.len(),
+        dropped_points: points
+            .iter()
+            .filter(|p| gone.contains(&p.generation))
+            .count(),
+        objects: drop.iter().map(|g| g.objects().count()).sum(),
+        bytes: drop
+            .iter()
+            .flat_map(Generation::objects)
+            .map(ObjectKey::len)
+            .sum(),
+        drop,
+    }
+}
+
+/// `petrify prune`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneRequest {
+    pub place: Place,
+    pub retain: Duration,
+    pub dry_run: bool,
+}
+
+/// `petrify prune`: takes the prefix's writer lease (a running persist holds it: pruning is then
+/// that persist's job, with `--retain`), applies the retention, gives the lease back. With
+/// `dry_run`, touches nothing and prints each object that would go.
+pub fn prune(req: &PruneRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
+    let root = req.place.root();
+    let where_ = req.place.describe();
+    let cutoff = timestamp::now_ms().saturating_sub(req.retain.as_millis() as u64);
+    if req.dry_run {
+        let found = bucket::survey(store, &root)?;
+        let p = plan(&found.generations, &found.dropping, cutoff);
+        let write = |out: &mut dyn Write| -> io::Result<()> {
+            for o in p.drop.iter().flat_map(Generation::objects) {
+                writeln!(out, "{root}{o}  {}", o.len())?;
+            }
+            out.flush()
+        };
+        if let Err(e) = write(out)
+            && e.kind() != io::ErrorKind::BrokenPipe
+        {
+            return Err(Error::new(Exit::Io, format!("cannot write the list: {e}")));
+        }
+        log::info!("dry run: {}", describe(&p, &where_, false));
+        return Ok(());
+    }
+    let me = Lease::mine(std::path::Path::new("(petrify prune)"));
+    lease::acquire(store, &root, &me, &where_).map_err(|e| match e.exit {
+        Exit::CantCreate => Error::new(
+            Exit::CantCreate,
+            format!(
+                "{}; a running persist prunes its own prefix: give it --retain",
+                e.message
+            ),
+        ),
+        _ => e,
+    })?;
+    let result = apply(store, &root, cutoff, &where_);
+    lease::release(store, &root, &me);
+    result.map(drop)
+}
+
+/// Lists the prefix, plans for `cutoff_ms` and deletes; the caller holds the writer lease.
+/// Returns the plan carried out.
+pub fn apply(
+    store: &dyn ObjectStore,
+    root: &str,
+    cutoff_ms: u64,
+    where_: &str,
+) -> Result<PrunePlan> {
+    let found = bucket::survey(store, root)?;
+    let p = plan(&found.generations, &found.dropping, cutoff_ms);
+    for g in &p.drop {
+        drop_generation(store, root, g)?;
+    }
+    match p.drop.is_empty() {
+        true => log::debug!("retention: nothing to delete under {where_}"),
+        false => log::info!("retention: {}", describe(&p, where_, true)),
+    }
+    Ok(p)
+}
+
+/// Marks `g` as being deleted, deletes its objects, then the mark.
+fn drop_generation(store: &dyn ObjectStore, root: &str, g: &Generation) -> Result<()> {
+    let mark = format!("{root}{}", layout::dropping_key(g.id.number, g.id.mode));
+    let what = format!("generation {}", g.id.number);
+    crate::s3::retry(4, || store.put(&mark, &mut &b""[..], 0, None))
+        .map_err(|e| Error::s3(&format!("marking {what} as being deleted"), &e))?;
+    let keys: Vec<String> = g.objects().map(|o| o.key(root)).collect();
+    for batch in keys.chunks(MAX_BATCH) {
+        let refused = store
+            .delete_many(batch)
+            .map_err(|e| Error::s3(&format!("deleting {what}"), &e))?;
+        if let Some((key, code)) = refused.first() {
+            return Err(Error::new(
+                Exit::NoPerm,
+                format!(
+                    "the store refused to delete {} object(s) of {what}, first {key} ({code}); \
+                     it stays marked as being deleted, and every kept point is recoverable",
+                    refused.len()
+                ),
+            ));
+        }
+    }
+    crate::s3::retry(4, || store.delete(&mark))
+        .map_err(|e| Error::s3(&format!("removing the mark of {what}"), &e))?;
+    log::debug!("deleted {what} ({} objects)", keys.len());
+    Ok(())
+}
+
+/// One line for the log: what went (`done`) or would go.
+fn describe(p: &PrunePlan, where_: &str, done: bool) -> String {
+    format!(
+        "{} generation(s), {} object(s), {} bytes {} under {where_}; {} point(s) dropped, {} \
+         kept{}",
+        p.drop.len(),
+        p.objects,
+        p.bytes,
+        if done { "deleted" } else { "to delete" },
+        p.dropped_points,
+        p.kept_points,
+        p.oldest_kept
+            .map(|k| format!(", the oldest {}", rfc3339_ms(k.time_ms)))
+            .unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{FILE_PART, Kind, Mode};
+
+    fn key(generation: u64, (start, end): (u64, u64), time_ms: u64) -> ObjectKey {
+        ObjectKey {
+            generation,
+            mode: Mode::File,
+            part: FILE_PART.into(),
+            start,
+            end,
+            time_ms,
+            crc: 0,
+            kind: Kind::Delta,
+        }
+    }
+
+    fn dropped(p: &PrunePlan) -> Vec<u64> {
+        p.drop.iter().map(|g| g.id.number).collect()
+    }
+
+    #[test]
+    fn keeps_the_window_and_the_point_before_it_and_drops_whole_older_generations() {
+        let gens = chain::generations(vec![
+            key(1, (0, 10), 100),
+            key(1, (10, 20), 200),
+            key(2, (0, 5), 300),
+            key(2, (5, 8), 400),
+            key(3, (0, 4), 500),
+            key(3, (4, 9), 600),
+        ]);
+        // Cutoff 450: kept 400 (the newest before) and on; generation 1 goes.
+        let p = plan(&gens, &[], 450);
+        assert_eq!(dropped(&p), [1]);
+        assert_eq!((p.objects, p.bytes), (2, 20));
+        assert_eq!((p.kept_points, p.dropped_points), (3, 2));
+        assert_eq!(p.oldest_kept.map(|k| k.time_ms), Some(400));
+        // A cutoff inside generation 2 keeps its point before: nothing of it goes.
+        assert_eq!(dropped(&plan(&gens, &[], 350)), [1]);
+        assert_eq!(dropped(&plan(&gens, &[], 250)), Vec::<u64>::new());
+        // Nothing before the cutoff: nothing goes. Everything before it: all but the newest.
+        assert!(plan(&gens, &[], 50).drop.is_empty());
+        let p = plan(&gens, &[], 10_000);
+        assert_eq!(dropped(&p), [1, 2]);
+        assert_eq!(p.kept_points, 1);
+    }
+
+    #[test]
+    fn the_newest_generation_and_marked_ones() {
+        // A newest generation with no point yet (a Redis folder before its first manifest) is
+        // never dropped; a marked one always is.
+        let mut objs = vec![key(1, (0, 10), 100)];
+        let mut folder = key(2, (0, 3), 150);
+        folder.mode = Mode::AofDir;
+        folder.part = "appendonly.aof.1.base.rdb".into();
+        objs.push(folder);
+        let gens = chain::generations(objs);
+        assert!(plan(&gens, &[], 10_000).drop.is_empty());
+        let marked = chain::generations(vec![key(7, (0, 1), 10)]);
+        assert_eq!(dropped(&plan(&gens, &marked, 10_000)), [7]);
+    }
+}

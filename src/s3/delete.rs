@@ -1,0 +1,50 @@
+//! DeleteObjects: up to 1000 keys in one request, for prune. A key that no longer exists counts
+//! as deleted (S3 says so too), so a batch can be sent again after a lost answer.
+
+use rusty_s3::S3Action;
+use rusty_s3::actions::{DeleteObjectsResponse, ObjectIdentifier};
+
+use super::error::{check, net_error};
+use super::{PRESIGN_FOR, S3Error, Store};
+
+/// S3's limit of keys per DeleteObjects request.
+pub const MAX_BATCH: usize = 1000;
+
+impl Store {
+    /// Deletes `keys` (at most [`MAX_BATCH`]); returns those the store refused, with its code.
+    pub(super) fn delete_batch(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<ObjectIdentifier> = keys.iter().cloned().map(ObjectIdentifier::new).collect();
+        let mut action = self
+            .bucket
+            .delete_objects(Some(&self.credentials), ids.iter());
+        // Quiet: the answer names only the keys that could not be deleted.
+        action.set_quiet(true);
+        let url = action.sign(PRESIGN_FOR);
+        let (body, md5) = action.body_with_md5();
+        let resp = self
+            .agent
+            .post(url.as_str())
+            .header("content-md5", md5)
+            .header("content-type", "application/xml")
+            .send(body.as_bytes())
+            .map_err(net_error)?;
+        let mut resp = check(resp)?;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(net_error)?;
+        let parsed = DeleteObjectsResponse::parse(&text)
+            .map_err(|_| S3Error::NotS3("the answer to a batch delete could not be read".into()))?;
+        Ok(parsed
+            .errors
+            .into_iter()
+            .filter(|e| e.code != "NoSuchKey")
+            .map(|e| (e.key, e.code))
+            .collect())
+    }
+}
