@@ -128,6 +128,11 @@ pub const OPTIONS: &[Opt] = &[
         commands: RECOVER,
     },
     Opt {
+        name: "if-missing",
+        takes_value: false,
+        commands: RECOVER,
+    },
+    Opt {
         name: "parallel",
         takes_value: true,
         commands: READERS,
@@ -176,6 +181,7 @@ pub struct Args {
     pub interval: Option<String>,
     pub at_timestamp: Option<String>,
     pub force: bool,
+    pub if_missing: bool,
     pub deep: bool,
     pub dry_run: bool,
     pub retain: Option<String>,
@@ -246,6 +252,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             match opt.name {
                 "path-style" => a.path_style = true,
                 "force" => a.force = true,
+                "if-missing" => a.if_missing = true,
                 "deep" => a.deep = true,
                 "dry-run" => a.dry_run = true,
                 other => return Err(unhandled(other)),

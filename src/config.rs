@@ -84,6 +84,15 @@ pub fn resolve(
                 .map(|s| parse_time("at-timestamp", s))
                 .transpose()?,
             force: args.force,
+            if_missing: match (args.if_missing, args.force) {
+                (true, true) => {
+                    return Err(usage_msg(
+                        "--if-missing and --force contradict each other: --if-missing never \
+                         replaces anything",
+                    ));
+                }
+                (m, _) => m,
+            },
             parallel: match &args.parallel {
                 Some(v) => parse_parallel(v)?,
                 None => fetch::DEFAULT_PARALLEL,

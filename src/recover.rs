@@ -37,6 +37,9 @@ pub struct RecoverRequest {
     pub at_ms: Option<u64>,
     /// Replace the target if it exists.
     pub force: bool,
+    /// Restore at boot: do nothing if the target exists, and nothing (successfully) if the
+    /// prefix holds no recovery point yet (a first boot).
+    pub if_missing: bool,
     /// Requests in flight at once.
     pub parallel: usize,
 }
@@ -67,10 +70,28 @@ fn choose_point(
 
 /// `petrify recover`.
 pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
+    if args.if_missing && std::fs::symlink_metadata(&args.file).is_ok() {
+        log::info!(
+            "{} exists: nothing to recover (--if-missing never replaces anything)",
+            args.file.display()
+        );
+        return Ok(());
+    }
     let target = Target::check(&args.file, args.force)?;
     let root = layout::root(&args.place.prefix);
     let found = bucket::survey(store, &root)?;
     let points = chain::recovery_points(&found.generations);
+    if args.if_missing && points.is_empty() {
+        // Said at WARN: on a first boot this is expected; on any other, a wrong --prefix would
+        // start the datastore empty, and the operator must be able to see why.
+        log::warn!(
+            "no recovery point under {} yet: nothing recovered, {} not created (expected on a \
+             first boot; if this host had data, check the bucket and prefix)",
+            args.place.describe(),
+            args.file.display()
+        );
+        return Ok(());
+    }
     let point = choose_point(&points, args.at_ms, &args.place)?;
     let Some(generation) = found.generations.iter().find(|g| g.id == point.generation) else {
         return Err(Error::new(

@@ -357,3 +357,91 @@ fn ranges_larger_than_the_object_limit_are_split() {
         .unwrap();
     assert_fails(&out, 78, "PETRIFY_MAX_OBJECT_BYTES");
 }
+
+/// `recover --if-missing`, as the restore-at-boot unit runs it: a first boot (nothing in the
+/// bucket yet), a normal boot (the file is there: no request at all), a disaster boot (the
+/// file is gone: the newest point comes back).
+#[test]
+fn restore_at_boot_first_normal_and_disaster() {
+    let s3 = S3::start();
+    let work = Scratch::new("boot");
+    let file = work.path("appendonly.aof");
+    let boot = |endpoint: &str| {
+        let mut c = s3.petrify();
+        c.env("AWS_ENDPOINT_URL", endpoint)
+            .args([
+                "recover",
+                "--if-missing",
+                "--bucket",
+                BUCKET,
+                "--prefix",
+                "boot",
+            ])
+            .arg("--file")
+            .arg(&file);
+        c.output().unwrap()
+    };
+
+    // First boot: nothing to restore, nothing created, success, and said at WARN.
+    let out = boot(&s3.endpoint());
+    assert!(out.status.success(), "{}", out.err());
+    assert!(out.err().contains("first boot"), "{}", out.err());
+    assert!(!file.exists());
+
+    std::fs::write(&file, b"SET a 1\n").unwrap();
+    let p = s3.persist("boot", &file, "0.05");
+    let content = s3.append_and_wait("boot", &file, b"SET b 2\n");
+    assert!(p.terminate(T).status.success());
+
+    // Normal boot: the file is there; nothing is asked of S3 (an endpoint nobody answers).
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = boot(&dead);
+    assert!(out.status.success(), "{}", out.err());
+    assert_eq!(std::fs::read(&file).unwrap(), content);
+
+    // Disaster boot: the disk is new; the newest point comes back.
+    std::fs::remove_file(&file).unwrap();
+    let out = boot(&s3.endpoint());
+    assert!(out.status.success(), "{}", out.err());
+    assert_eq!(std::fs::read(&file).unwrap(), content);
+}
+
+/// The units in contrib/ are valid for systemd, with the real binary in their command lines.
+#[test]
+fn systemd_units_verify() {
+    let Ok(v) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("systemd-analyze is not installed: skipped (scripts/setup installs it)");
+        return;
+    };
+    assert!(v.status.success());
+    let work = Scratch::new("units");
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    for e in std::fs::read_dir(&units).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().replace("@.", "@db1.");
+        if !name.ends_with(".service") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path())
+            .unwrap()
+            .replace("/usr/local/bin/petrify", env!("CARGO_BIN_EXE_petrify"));
+        let path = work.path(&name);
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = text_of(&out);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{name}: {said}"
+        );
+    }
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    text(&out.stderr) + &text(&out.stdout)
+}

@@ -40,7 +40,7 @@ generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is 
 ";
 
 pub const RECOVER_HELP: &str = "\
-petrify recover --bucket B --prefix P --file PATH [--at-timestamp TIME] [--force] [options]
+petrify recover --bucket B --prefix P --file PATH [--at-timestamp TIME] [--force | --if-missing] [options]
 
 Rebuilds PATH from s3://B/P/ as of the newest recovery point, or the newest one at or before
 TIME. Verifies every offset and CRC, writes a temporary copy beside PATH and renames it into
@@ -49,6 +49,8 @@ place: PATH is either the complete recovery point or untouched.
   --file PATH         where to write the file (or folder, for a Redis appendonlydir/ backup)
   --at-timestamp TIME RFC 3339 (2026-11-25T21:04:05.123Z) or Unix seconds (1764104645.123)
   --force             replace PATH if it exists
+  --if-missing        for boot: exit 0 doing nothing if PATH exists, or if the prefix holds
+                      no recovery point yet (a first boot; said at WARN)
   --parallel N        requests in flight at once (default 32, 1 to 256); objects over
                       8 MiB are fetched in 8 MiB ranges, in parallel
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
