@@ -13,6 +13,7 @@ mod error;
 mod layout;
 mod lease;
 mod manifest;
+mod notify;
 #[cfg(test)]
 mod props;
 mod prune;
@@ -28,7 +29,8 @@ use config::Run;
 use error::Result;
 
 fn main() -> ExitCode {
-    init_logging();
+    let journal = stderr_is_journal();
+    init_logging(journal);
     signal::ignore_file_size_limit();
     let mut args = std::env::args_os();
     let argv0 = args
@@ -38,20 +40,46 @@ fn main() -> ExitCode {
     match run(&argv0, args.collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("petrify: error: {}", config::describe(&e));
+            let level = if journal { "<3>" } else { "" };
+            eprintln!("{level}petrify: error: {}", config::describe(&e));
             e.code()
         }
     }
 }
 
+/// Whether standard error is the journal (systemd sets `JOURNAL_STREAM` to the device and inode
+/// of the stream it connected; a child whose stderr was redirected elsewhere inherits the
+/// variable, hence the comparison).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        let (d, i) = v.split_once(':')?;
+        Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
 /// `RUST_LOG` filters petrify's own log lines. Other crates' lines are never printed, at any
 /// level: ureq's debug and trace lines carry whole presigned URLs (signature, session token).
-fn init_logging() {
+/// To the journal, each line starts with its syslog priority (`<4>`) and carries no time of its
+/// own (the journal keeps one).
+fn init_logging(journal: bool) {
     use std::io::Write;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
+        .format(move |buf, record| {
             if !record.target().starts_with("petrify") {
                 return Ok(());
+            }
+            if journal {
+                let priority = match record.level() {
+                    log::Level::Error => 3,
+                    log::Level::Warn => 4,
+                    log::Level::Info => 6,
+                    log::Level::Debug | log::Level::Trace => 7,
+                };
+                return writeln!(buf, "<{priority}>{}", record.args());
             }
             writeln!(
                 buf,

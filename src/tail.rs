@@ -149,6 +149,7 @@ fn follow(
 ) -> Result<()> {
     // Whether PATH is a file or a Redis folder is only known once it exists.
     let mut said_waiting = false;
+    let mut notify = crate::notify::Notifier::from_env();
     let is_dir = loop {
         match std::fs::metadata(&args.file) {
             Ok(m) => break m.is_dir(),
@@ -156,6 +157,10 @@ fn follow(
                 if !said_waiting {
                     log::info!("waiting for {} to appear", args.file.display());
                     said_waiting = true;
+                }
+                // Waiting is persist working as asked: ready, and alive.
+                if let Some(n) = notify.as_mut() {
+                    n.healthy(&format!("waiting for {} to appear", args.file.display()));
                 }
                 if signal::stop_requested() {
                     log::info!("stopped before {} appeared", args.file.display());
@@ -201,7 +206,13 @@ fn follow(
         .map(|keep| Retention::new(keep, args.interval, args.place.describe()));
     if is_dir {
         let mut follower = aofdir::AofDirFollower::new(&args.file, resume, found.next_number)?;
-        return run_loop(args.interval, &mut up, &mut follower, retention.as_mut());
+        return run_loop(
+            args.interval,
+            &mut up,
+            &mut follower,
+            retention.as_mut(),
+            notify,
+        );
     }
     let mut follower = file::FileFollower::new(
         args.file.clone(),
@@ -210,7 +221,13 @@ fn follow(
         resume,
         said_waiting,
     );
-    run_loop(args.interval, &mut up, &mut follower, retention.as_mut())
+    run_loop(
+        args.interval,
+        &mut up,
+        &mut follower,
+        retention.as_mut(),
+        notify,
+    )
 }
 
 /// The database being watched, as the polling loop sees it: a single file, or a Redis folder.
@@ -231,6 +248,7 @@ fn run_loop(
     up: &mut Uploader,
     follower: &mut dyn Follower,
     mut retention: Option<&mut Retention>,
+    mut notify: Option<crate::notify::Notifier>,
 ) -> Result<()> {
     // Capped at one interval: S3 coming back is noticed within an interval, and a failing
     // request per interval is no load (no busy loop: the first retries are 50 ms, 100 ms, ...).
@@ -240,6 +258,8 @@ fn run_loop(
     );
     let mut failing_since: Option<Instant> = None;
     let mut stop_at: Option<Instant> = None;
+    // For STATUS=: when an upload last completed, and the count then.
+    let (mut last_upload_ms, mut objects_then) = (None, up.objects);
     loop {
         let started = Instant::now();
         if stop_at.is_none() && signal::stop_requested() {
@@ -248,6 +268,9 @@ fn run_loop(
                 signal::stop_signal_name()
             );
             stop_at = Some(started);
+            if let Some(n) = notify.as_mut() {
+                n.stopping();
+            }
         }
         let failure = match follower.tick(up) {
             Ok(()) => None,
@@ -277,6 +300,16 @@ fn run_loop(
                 if let Some(r) = retention.as_deref_mut() {
                     r.maybe_apply(up);
                 }
+                if up.objects != objects_then {
+                    (last_upload_ms, objects_then) = (Some(timestamp::now_ms()), up.objects);
+                }
+                if let Some(n) = notify.as_mut() {
+                    n.healthy(&format!(
+                        "following; last upload {}; {} byte(s) waiting",
+                        last_upload_ms.map_or("none this run".into(), timestamp::rfc3339_ms),
+                        follower.pending()
+                    ));
+                }
                 started + interval
             }
             Some(e) => {
@@ -289,7 +322,14 @@ fn run_loop(
                         follower.pending()
                     );
                 }
-                failing_since.get_or_insert(started);
+                let since = *failing_since.get_or_insert(started);
+                if let Some(n) = notify.as_mut() {
+                    n.failing(&format!(
+                        "failing for {}s: {e}; {} byte(s) waiting",
+                        since.elapsed().as_secs(),
+                        follower.pending()
+                    ));
+                }
                 if let Some(at) = stop_at
                     && at.elapsed() >= STOP_GRACE
                 {

@@ -445,3 +445,58 @@ fn systemd_units_verify() {
 fn text_of(out: &std::process::Output) -> String {
     text(&out.stderr) + &text(&out.stdout)
 }
+
+/// Under systemd (JOURNAL_STREAM naming the stream stderr is), each line carries its syslog
+/// priority and no time of its own; anywhere else, lines are as a terminal shows them.
+#[test]
+fn logs_fit_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let s3 = S3::start();
+    let work = Scratch::new("journal");
+    let run = |journal: bool| -> String {
+        let path = work.path(if journal { "journal" } else { "plain" });
+        let f = std::fs::File::create(&path).unwrap();
+        let m = f.metadata().unwrap();
+        let stream = if journal {
+            format!("{}:{}", m.dev(), m.ino())
+        } else {
+            "1:2".to_string()
+        };
+        let status = s3
+            .petrify()
+            .env("JOURNAL_STREAM", stream)
+            .env("RUST_LOG", "info")
+            .args(["recover", "--bucket", BUCKET, "--prefix", "none"])
+            .arg("--file")
+            .arg(work.path("out"))
+            .stderr(f)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(66));
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let journal = run(true);
+    assert!(
+        journal
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("<3>petrify: error: no recovery point"),
+        "{journal}"
+    );
+    assert!(
+        journal
+            .lines()
+            .all(|l| l.starts_with('<') && !l.contains("[20")),
+        "{journal}"
+    );
+    let plain = run(false);
+    assert!(
+        plain
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("petrify: error: "),
+        "{plain}"
+    );
+}

@@ -517,3 +517,72 @@ fn a_large_object_recovers_in_parallel_ranges_through_faults() {
         proxy.faults()
     );
 }
+
+/// systemd's notify protocol on a socket the test owns: READY once the first poll succeeded,
+/// WATCHDOG while polls and uploads succeed and none while S3 is down with bytes waiting,
+/// STATUS naming what is going on, STOPPING at SIGTERM.
+#[test]
+fn systemd_notify_ready_watchdog_status() {
+    use std::os::unix::net::UnixDatagram;
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 3, 0.0);
+    let work = Scratch::new("notify");
+    let sock_path = work.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (got, done) = (got.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    got.lock().unwrap().push(text(&buf[..n]));
+                }
+            }
+        })
+    };
+    let count = |what: &str| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(what))
+            .count()
+    };
+    let file = work.path("log");
+    std::fs::write(&file, b"first\n").unwrap();
+    let mut cmd = s3.persist_cmd(&proxy.endpoint(), "n", &file, "0.05");
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000");
+    let p = spawn(cmd);
+    wait_for("READY=1", T, || count("READY=1") == 1);
+    assert!(
+        got.lock().unwrap()[0].contains("STATUS=following"),
+        "{:?}",
+        got.lock().unwrap()
+    );
+    wait_for("watchdog pings", T, || count("WATCHDOG=1") >= 3);
+
+    // S3 down with bytes waiting: the status says so, and the pings stop.
+    proxy.set_down(true);
+    append(&file, b"while S3 is down\n");
+    wait_for("a failing status", T, || count("STATUS=failing") >= 1);
+    let pings = count("WATCHDOG=1");
+    let quiet_until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < quiet_until {
+        assert_eq!(count("WATCHDOG=1"), pings, "a ping while uploads fail");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.set_down(false);
+    wait_for("pings again", T, || count("WATCHDOG=1") > pings);
+    assert_eq!(count("READY=1"), 1);
+
+    p.signal("TERM");
+    wait_for("STOPPING=1", T, || count("STOPPING=1") == 1);
+    let out = p.wait_exit(T);
+    assert!(out.status.success(), "{}", out.stderr);
+    done.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+}
