@@ -51,7 +51,7 @@ place: PATH is either the complete recovery point or untouched.
   --force             replace PATH if it exists
   --if-missing        for boot: exit 0 doing nothing if PATH exists, or if the prefix holds
                       no recovery point yet (a first boot; said at WARN)
-  --parallel N        requests in flight at once (default 32, 1 to 256); objects over
+  --parallel N        requests in flight at once (default 64, 1 to 256); objects over
                       8 MiB are fetched in 8 MiB ranges, in parallel
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";
@@ -82,7 +82,7 @@ per broken point or object (BROKEN ...); exits 0 only when all is well, 65 other
   --at-timestamp TIME only the point recover would choose for TIME
   --deep              also download every object (in parallel, nothing kept) and check its
                       CRC-32, and that each retried upload repeats the bytes it extends
-  --parallel N        requests in flight at once with --deep (default 32, 1 to 256)
+  --parallel N        requests in flight at once with --deep (default 64, 1 to 256)
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";
 

@@ -380,3 +380,35 @@ fn a_file_that_shrinks_during_an_upload_is_a_read_failure_then_a_new_look() {
     assert_file(&store.inner, 1, &path);
     assert_eq!(fs::read(&path).unwrap(), b"xxxxxxxxxx");
 }
+
+/// A range over the buffered size goes up in objects of at most `max_object`, their CRCs
+/// computed ahead by a helper thread: each object's key names its own bytes, and together they
+/// are one point holding the whole file; a later append continues the chain.
+#[test]
+fn a_large_range_goes_up_in_pipelined_objects_of_one_time() {
+    let dir = Scratch::new();
+    let path = dir.0.join("log");
+    let store = MemStore::new();
+    let mut up = uploader(&store); // max_object 1 MiB
+    let mut f = file_follower(&path, &store);
+    let big: Vec<u8> = (0..(9u32 << 20) + 12_345)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    append(&path, &big);
+    f.tick(&mut up).unwrap();
+    assert_file(&store, 1, &path);
+    let gens = generations(&store);
+    let objs = &gens[0].parts["file"];
+    assert_eq!(objs.len(), 10, "9 MiB and a bit in 1 MiB objects");
+    assert!(
+        objs.iter()
+            .all(|o| o.time_ms == objs[0].time_ms && o.len() <= 1 << 20)
+    );
+    for o in objs {
+        assert_eq!(crc32fast::hash(&store.objects()[&o.key(ROOT)]), o.crc);
+    }
+    assert_eq!(chain::recovery_points(&gens).len(), 1);
+    append(&path, b"and one more line\n");
+    f.tick(&mut up).unwrap();
+    assert_file(&store, 1, &path);
+}
