@@ -13,7 +13,9 @@ use crate::error::{Error, Exit, Result};
 
 mod help;
 
-pub use help::{LIST_HELP, MAIN_HELP, PERSIST_HELP, PRUNE_HELP, RECOVER_HELP, VERIFY_HELP};
+pub use help::{
+    LIST_HELP, MAIN_HELP, PERSIST_HELP, PRUNE_HELP, RECOVER_HELP, STATUS_HELP, VERIFY_HELP,
+};
 
 /// The commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,7 @@ pub enum CommandName {
     List,
     Verify,
     Prune,
+    Status,
 }
 
 impl CommandName {
@@ -32,6 +35,7 @@ impl CommandName {
         CommandName::List,
         CommandName::Verify,
         CommandName::Prune,
+        CommandName::Status,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl CommandName {
             CommandName::List => "list",
             CommandName::Verify => "verify",
             CommandName::Prune => "prune",
+            CommandName::Status => "status",
         }
     }
 
@@ -55,6 +60,7 @@ impl CommandName {
             CommandName::List => LIST_HELP,
             CommandName::Verify => VERIFY_HELP,
             CommandName::Prune => PRUNE_HELP,
+            CommandName::Status => STATUS_HELP,
         }
     }
 }
@@ -78,7 +84,12 @@ const VERIFY: &[CommandName] = &[CommandName::Verify];
 const READERS: &[CommandName] = &[CommandName::Recover, CommandName::Verify];
 const PRUNE: &[CommandName] = &[CommandName::Prune];
 const RETAINERS: &[CommandName] = &[CommandName::Persist, CommandName::Prune];
-const FILE_COMMANDS: &[CommandName] = &[CommandName::Persist, CommandName::Recover];
+const FILE_COMMANDS: &[CommandName] = &[
+    CommandName::Persist,
+    CommandName::Recover,
+    CommandName::Status,
+];
+const STATUS: &[CommandName] = &[CommandName::Status];
 
 /// Every option the parser accepts (besides `--help`/`-h` and `--version`/`-V`).
 pub const OPTIONS: &[Opt] = &[
@@ -153,6 +164,16 @@ pub const OPTIONS: &[Opt] = &[
         commands: PRUNE,
     },
     Opt {
+        name: "max-lag",
+        takes_value: true,
+        commands: STATUS,
+    },
+    Opt {
+        name: "json",
+        takes_value: false,
+        commands: STATUS,
+    },
+    Opt {
         name: "since",
         takes_value: true,
         commands: LIST,
@@ -184,6 +205,8 @@ pub struct Args {
     pub if_missing: bool,
     pub deep: bool,
     pub dry_run: bool,
+    pub json: bool,
+    pub max_lag: Option<String>,
     pub retain: Option<String>,
     pub parallel: Option<String>,
     pub since: Option<String>,
@@ -217,19 +240,19 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
                 let v = v.string().map_err(usage)?;
                 CommandName::parse(&v).ok_or_else(|| {
                     usage_msg(format!(
-                        "unknown command {v:?}: use persist, recover, list, verify or prune"
+                        "unknown command {v:?}: use persist, recover, list, verify, prune or status"
                     ))
                 })?
             }
             Some(other) => {
                 return Err(usage_msg(format!(
-                    "{} before the command: give persist, recover, list, verify or prune first",
+                    "{} before the command: give persist, recover, list, verify, prune or status first",
                     other.unexpected()
                 )));
             }
             None => {
                 return Err(usage_msg(
-                    "no command given: use persist, recover, list, verify or prune (see petrify --help)",
+                    "no command given: use persist, recover, list, verify, prune or status (see petrify --help)",
                 ));
             }
         },
@@ -255,6 +278,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
                 "if-missing" => a.if_missing = true,
                 "deep" => a.deep = true,
                 "dry-run" => a.dry_run = true,
+                "json" => a.json = true,
                 other => return Err(unhandled(other)),
             }
             continue;
@@ -282,6 +306,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             "until" => &mut a.until,
             "last" => &mut a.last,
             "retain" => &mut a.retain,
+            "max-lag" => &mut a.max_lag,
             other => return Err(unhandled(other)),
         };
         *slot = Some(value);

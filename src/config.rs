@@ -11,7 +11,7 @@ use crate::bucket::Place;
 use crate::cli::{Args, CommandName, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
 use crate::prune::PruneRequest;
-use crate::recover::{ListRequest, RecoverRequest, VerifyRequest, Window, fetch};
+use crate::recover::{ListRequest, RecoverRequest, StatusRequest, VerifyRequest, Window, fetch};
 use crate::s3::{ConfigError, StoreConfig};
 use crate::tail::PersistRequest;
 use crate::timestamp::{self, BadTime};
@@ -38,6 +38,7 @@ pub enum Run {
     List(ListRequest),
     Verify(VerifyRequest),
     Prune(PruneRequest),
+    Status(StatusRequest),
 }
 
 /// Resolves `args` for `command` against the environment (`env`).
@@ -111,6 +112,16 @@ pub fn resolve(
                 None => fetch::DEFAULT_PARALLEL,
             },
         }),
+        CommandName::Status => Run::Status(StatusRequest {
+            place: place.clone(),
+            file: args.file,
+            max_lag: args
+                .max_lag
+                .as_deref()
+                .map(|v| parse_seconds("max-lag", v))
+                .transpose()?,
+            json: args.json,
+        }),
         CommandName::Prune => Run::Prune(PruneRequest {
             place: place.clone(),
             retain: parse_age(args.retain.as_deref().ok_or_else(|| {
@@ -151,6 +162,15 @@ fn check_prefix(p: &str) -> Result<()> {
         return Err(usage_msg("--prefix is longer than 512 characters"));
     }
     Ok(())
+}
+
+/// A whole number of seconds given to `--NAME`.
+fn parse_seconds(name: &str, v: &str) -> Result<Duration> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| usage_msg(format!("--{name} {v:?} is not a whole number of seconds")))
 }
 
 /// `--retain AGE`: a whole number and a unit (s, m, h, d), at least one second; a unit is

@@ -110,6 +110,7 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     match &command.run {
         Run::Persist(p) => tail::persist(p, &store),
         Run::Recover(r) => recover::recover(r, &store),
+        Run::Status(req) => recover::status(req, &store, &mut std::io::stdout().lock()),
         Run::Prune(req) => prune::prune(req, &store, &mut std::io::stdout().lock()),
         Run::Verify(req) => recover::verify(req, &store, &mut std::io::stdout().lock()),
         Run::List(req) => recover::list(req, &store, &mut std::io::stdout().lock()),

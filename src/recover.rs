@@ -20,10 +20,12 @@ mod aofdir;
 pub mod fetch;
 mod list;
 mod part;
+mod status;
 mod target;
 mod verify;
 
 pub use list::{ListRequest, Window, list};
+pub use status::{StatusRequest, status};
 pub use verify::{VerifyRequest, verify};
 
 use target::{Target, TempPath};

@@ -325,3 +325,62 @@ fn sigkill_during_prune_leaves_every_kept_point_and_no_broken_one() {
         "no round was cut short in the middle of a generation"
     );
 }
+
+fn status(s3: &S3, prefix: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["status", "--bucket", BUCKET, "--prefix", prefix];
+    args.extend_from_slice(extra);
+    let out = s3.run(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// `status` against a live persist (caught up: 0), a stalled one (bytes waiting past
+/// --max-lag: 75), a broken chain (65) and an empty prefix (66).
+#[test]
+fn status_for_monitoring_live_stalled_broken_empty() {
+    let s3 = S3::start();
+    let work = Scratch::new("status");
+    let file = work.path("log");
+    let f = file.to_str().unwrap();
+    assert_eq!(status(&s3, "st", &[]).0, 66);
+
+    std::fs::write(&file, b"one\n").unwrap();
+    let p = s3.persist("st", &file, "0.05");
+    s3.append_and_wait("st", &file, b"two\n");
+    let (code, out, err) = status(&s3, "st", &["--file", f, "--max-lag", "1", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"behind_bytes\":0,") && out.contains("\"ok\":true"), "{out}");
+    assert!(out.contains("\"lag_seconds\":0.000"), "{out}");
+
+    // Stalled: persist stopped (SIGSTOP: stuck, as a hung process would be) while the file
+    // grows; once the newest point is over a second old, the lag is over --max-lag 1.
+    p.signal("STOP");
+    append(&file, b"three, never uploaded\n");
+    let (code, out, err) = status(&s3, "st", &["--file", f]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("22 not in the bucket"), "{out}");
+    wait_for("the lag to pass a second", T, || {
+        status(&s3, "st", &["--file", f, "--max-lag", "1"]).0 == 75
+    });
+    let (_, _, err) = status(&s3, "st", &["--file", f, "--max-lag", "1"]);
+    assert!(err.contains("behind") && err.contains("--max-lag"), "{err}");
+    p.signal("CONT");
+    wait_for("persist to catch up", T, || {
+        status(&s3, "st", &["--file", f, "--max-lag", "1"]).0 == 0
+    });
+    assert!(p.terminate(T).status.success());
+
+    // Broken: the newest point's chain lost an object.
+    let first = s3
+        .ranges("st")
+        .into_iter()
+        .find(|o| o.start == 0 && o.end > 0)
+        .unwrap();
+    std::fs::remove_file(s3.object_path("st", &first.key)).unwrap();
+    let (code, out, _) = status(&s3, "st", &[]);
+    assert_eq!(code, 65, "{out}");
+    assert!(out.contains("BROKEN"), "{out}");
+}

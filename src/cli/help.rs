@@ -11,6 +11,7 @@ Usage:
   petrify list    --bucket B --prefix P [--since TIME] [--until TIME] [--last N] [options]
   petrify verify  --bucket B --prefix P [--at-timestamp TIME] [--deep] [options]
   petrify prune   --bucket B --prefix P --retain AGE [--dry-run] [options]
+  petrify status  --bucket B --prefix P [--file PATH] [--max-lag SECONDS] [--json] [options]
   petrify --help | --version | COMMAND --help
 
 Options for every command:
@@ -96,5 +97,20 @@ that persist --retain instead). A crash at any moment leaves every kept point re
 
   --retain AGE  how far back points are kept: a number and a unit, s, m, h or d (90s, 36h, 30d)
   --dry-run     print each object that would go (KEY  BYTES) and the total; delete nothing
+  --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
+";
+
+pub const STATUS_HELP: &str = "\
+petrify status --bucket B --prefix P [--file PATH] [--max-lag SECONDS] [--json] [options]
+
+Reads s3://B/P/ (the bucket is the truth) and prints the newest recovery point, its age and
+whether its chain is whole; given the followed file or Redis folder, also how many of its
+bytes are not in the bucket and the lag (0 when the bucket holds them all, else the newest
+point's age). For cron and monitoring: exits 65 when the newest point cannot be recovered,
+75 when the lag is over --max-lag, 66 when there is no point yet, 0 otherwise.
+
+  --file PATH          the followed file or folder, to compare with
+  --max-lag SECONDS    the most lag that is healthy (without --file: the newest point's age)
+  --json               one JSON object on one line instead of text
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";
