@@ -164,6 +164,16 @@ pub const OPTIONS: &[Opt] = &[
         commands: PRUNE,
     },
     Opt {
+        name: "metrics-file",
+        takes_value: true,
+        commands: PERSIST,
+    },
+    Opt {
+        name: "heartbeat-url",
+        takes_value: true,
+        commands: PERSIST,
+    },
+    Opt {
         name: "max-lag",
         takes_value: true,
         commands: STATUS,
@@ -207,6 +217,8 @@ pub struct Args {
     pub dry_run: bool,
     pub json: bool,
     pub max_lag: Option<String>,
+    pub metrics_file: Option<PathBuf>,
+    pub heartbeat_url: Option<String>,
     pub retain: Option<String>,
     pub parallel: Option<String>,
     pub since: Option<String>,
@@ -284,11 +296,14 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             continue;
         }
         let value = parser.value().map_err(usage)?;
-        if opt.name == "file" {
+        if opt.name == "file" || opt.name == "metrics-file" {
             if value.is_empty() {
-                return Err(usage_msg("--file is empty"));
+                return Err(usage_msg(format!("--{} is empty", opt.name)));
             }
-            a.file = Some(PathBuf::from(value));
+            match opt.name {
+                "file" => a.file = Some(PathBuf::from(value)),
+                _ => a.metrics_file = Some(PathBuf::from(value)),
+            }
             continue;
         }
         let value = value
@@ -307,6 +322,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             "last" => &mut a.last,
             "retain" => &mut a.retain,
             "max-lag" => &mut a.max_lag,
+            "heartbeat-url" => &mut a.heartbeat_url,
             other => return Err(unhandled(other)),
         };
         *slot = Some(value);

@@ -75,6 +75,16 @@ pub fn resolve(
             },
             max_object: max_object(&env)?,
             retain: args.retain.as_deref().map(parse_age).transpose()?,
+            metrics_file: args.metrics_file,
+            heartbeat_url: match args.heartbeat_url {
+                Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                    // Not echoed: such URLs carry a secret token.
+                    return Err(usage_msg(
+                        "--heartbeat-url must start with https:// or http://",
+                    ));
+                }
+                u => u,
+            },
         }),
         CommandName::Recover => Run::Recover(RecoverRequest {
             place: place.clone(),

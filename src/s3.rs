@@ -15,12 +15,14 @@ mod error;
 mod listing;
 #[cfg(test)]
 pub mod mem;
+mod ping;
 mod retry;
 
 pub use delete::MAX_BATCH;
 pub use error::S3Error;
 use error::{check, net_error};
 pub use listing::{Listed, parse_folder_page, parse_listing_page};
+pub use ping::Pinger;
 pub use retry::{Backoff, retry};
 
 use rusty_s3::actions::{ListObjectsV2, S3Action};
@@ -29,6 +31,9 @@ use rusty_s3::{Bucket, Credentials, UrlStyle};
 /// How long a presigned request stays valid. It is signed just before it is sent, and again for
 /// every retry, so this only needs to cover one request; an hour covers a multi-GB delta.
 const PRESIGN_FOR: Duration = Duration::from_secs(3600);
+
+/// The kinds of request [`ObjectStore::requests_sent`] counts.
+pub const REQUEST_KINDS: [&str; 4] = ["list", "put", "get", "delete"];
 
 /// Connections kept open for reuse: as many as recover can have in flight (`--parallel` is
 /// at most 256).
@@ -75,6 +80,10 @@ pub trait ObjectStore: Sync {
     /// Deletes up to [`MAX_BATCH`] keys in one request; returns those the store refused, with
     /// its error code. A key that does not exist counts as deleted.
     fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error>;
+    /// Requests sent so far, by [`REQUEST_KINDS`] (for metrics; stores that do not count say 0).
+    fn requests_sent(&self) -> [u64; 4] {
+        [0; 4]
+    }
 
     /// A small object's bytes (at most 1 MiB are read), or `None` if there is no such key.
     fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
@@ -107,6 +116,8 @@ pub enum ConfigError {
 
 /// The real store: S3 over HTTP, every request presigned just before it is sent.
 pub struct Store {
+    /// Requests sent, by [`REQUEST_KINDS`], for persist's metrics.
+    sent: [std::sync::atomic::AtomicU64; 4],
     agent: ureq::Agent,
     bucket: Bucket,
     credentials: Credentials,
@@ -176,6 +187,7 @@ impl Store {
             .max_idle_connections_per_host(MAX_CONNECTIONS)
             .build();
         Ok(Store {
+            sent: Default::default(),
             agent: ureq::Agent::new_with_config(config),
             bucket,
             credentials: cfg.credentials.clone(),
@@ -185,7 +197,13 @@ impl Store {
     }
 
     /// A GET of the whole object or of `[start, end)` of it (`Range` may go unsigned).
+    /// Counts one request of kind `i` (an index into [`REQUEST_KINDS`]).
+    fn sending(&self, i: usize) {
+        self.sent[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn get_object(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody, S3Error> {
+        self.sending(2);
         let action = self.bucket.get_object(Some(&self.credentials), key);
         let url = action.sign(PRESIGN_FOR);
         let mut request = self.agent.get(url.as_str());
@@ -236,6 +254,7 @@ impl Store {
             action.with_continuation_token(t);
         }
         let url = action.sign(PRESIGN_FOR);
+        self.sending(0);
         let resp = self.agent.get(url.as_str()).call().map_err(net_error)?;
         let mut resp = check(resp)?;
         resp.body_mut()
@@ -300,6 +319,7 @@ impl ObjectStore for Store {
             action.headers_mut().insert(CHECKSUM_HEADER, c.clone());
         }
         let url = action.sign(PRESIGN_FOR);
+        self.sending(1);
         let mut request = self
             .agent
             .put(url.as_str())
@@ -357,6 +377,7 @@ impl ObjectStore for Store {
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error> {
         let action = self.bucket.put_object(Some(&self.credentials), key);
         let url = action.sign(PRESIGN_FOR);
+        self.sending(1);
         let resp = self
             .agent
             .put(url.as_str())
@@ -374,12 +395,17 @@ impl ObjectStore for Store {
     fn delete(&self, key: &str) -> Result<(), S3Error> {
         let action = self.bucket.delete_object(Some(&self.credentials), key);
         let url = action.sign(PRESIGN_FOR);
+        self.sending(3);
         let resp = self.agent.delete(url.as_str()).call().map_err(net_error)?;
         check(resp).map(drop)
     }
 
     fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
         retry(4, || self.delete_batch(keys))
+    }
+
+    fn requests_sent(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.sent[i].load(Ordering::Relaxed))
     }
 
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error> {

@@ -22,6 +22,7 @@ pub mod aofdir;
 pub mod clock;
 pub mod file;
 pub mod generation;
+mod report;
 pub mod shipped;
 pub mod upload;
 pub mod verify;
@@ -47,6 +48,10 @@ pub struct PersistRequest {
     pub max_object: u64,
     /// `--retain`: delete what no point of this window (and the one before it) needs.
     pub retain: Option<Duration>,
+    /// `--metrics-file`: Prometheus text, rewritten after each poll.
+    pub metrics_file: Option<PathBuf>,
+    /// `--heartbeat-url`: fetched at most once a minute while polls succeed.
+    pub heartbeat_url: Option<String>,
 }
 
 /// `persist --retain`: the retention, applied now and then from the polling loop (persist holds
@@ -204,6 +209,7 @@ fn follow(
     let mut retention = args
         .retain
         .map(|keep| Retention::new(keep, args.interval, args.place.describe()));
+    let mut report = report::Report::new(args.metrics_file.clone(), args.heartbeat_url.clone());
     if is_dir {
         let mut follower = aofdir::AofDirFollower::new(&args.file, resume, found.next_number)?;
         return run_loop(
@@ -212,6 +218,7 @@ fn follow(
             &mut follower,
             retention.as_mut(),
             notify,
+            &mut report,
         );
     }
     let mut follower = file::FileFollower::new(
@@ -227,6 +234,7 @@ fn follow(
         &mut follower,
         retention.as_mut(),
         notify,
+        &mut report,
     )
 }
 
@@ -249,6 +257,7 @@ fn run_loop(
     follower: &mut dyn Follower,
     mut retention: Option<&mut Retention>,
     mut notify: Option<crate::notify::Notifier>,
+    report: &mut report::Report,
 ) -> Result<()> {
     // Capped at one interval: S3 coming back is noticed within an interval, and a failing
     // request per interval is no load (no busy loop: the first retries are 50 ms, 100 ms, ...).
@@ -272,7 +281,9 @@ fn run_loop(
                 n.stopping();
             }
         }
-        let failure = match follower.tick(up) {
+        let ticked = follower.tick(up);
+        let read_error = matches!(ticked, Err(TickError::Read(_)));
+        let failure = match ticked {
             Ok(()) => None,
             Err(TickError::Fatal(e)) => return Err(e),
             Err(TickError::S3(e)) => Some(format!("upload failed ({e})")),
@@ -280,6 +291,16 @@ fn run_loop(
                 "reading the file failed ({e}); looking at it again"
             )),
         };
+        report.after_poll(
+            &report::Seen {
+                ok: failure.is_none(),
+                read_error,
+                objects: up.objects,
+                bytes: up.bytes,
+                pending: follower.pending(),
+            },
+            up.store,
+        );
         let next = match failure {
             None => {
                 if let Some(since) = failing_since.take() {

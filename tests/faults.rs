@@ -586,3 +586,96 @@ fn systemd_notify_ready_watchdog_status() {
     done.store(true, Ordering::SeqCst);
     reader.join().unwrap();
 }
+
+/// `--metrics-file`: a Prometheus text file node_exporter's textfile collector accepts
+/// (checked against the exposition rules), rewritten as uploads happen; `--heartbeat-url`: one
+/// GET at the first successful poll (then at most once a minute), and the URL, which carries a
+/// token, never in the log.
+#[test]
+fn metrics_file_and_heartbeat() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    let s3 = S3::start();
+    let work = Scratch::new("metrics");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let beats: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    {
+        let beats = beats.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut line = String::new();
+                let _ = BufReader::new(&conn).read_line(&mut line);
+                beats.lock().unwrap().push(line);
+                let _ = (&conn).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+    }
+    let file = work.path("log");
+    std::fs::write(&file, b"first\n").unwrap();
+    let metrics = work.path("petrify.prom");
+    let url = format!("http://127.0.0.1:{port}/ping/secret-token-1234");
+    let mut cmd = s3.persist_cmd(&s3.endpoint(), "m", &file, "0.05");
+    cmd.arg("--metrics-file")
+        .arg(&metrics)
+        .args(["--heartbeat-url", &url]);
+    let p = spawn(cmd);
+    wait_for("the heartbeat", T, || beats.lock().unwrap().len() == 1);
+    assert!(beats.lock().unwrap()[0].starts_with("GET /ping/secret-token-1234 "));
+    s3.append_and_wait("m", &file, &[b'x'; 1000]);
+    let value = |name: &str| -> Option<f64> {
+        let text = std::fs::read_to_string(&metrics).ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    wait_for("the metrics to count the upload", T, || {
+        value("petrify_uploaded_bytes_total").is_some_and(|v| v >= 1006.0)
+    });
+    let out = p.terminate(T);
+    assert!(out.status.success());
+    assert!(!out.stderr.contains("secret-token"), "{}", out.stderr);
+    assert_eq!(beats.lock().unwrap().len(), 1, "at most one a minute");
+
+    // The exposition format's rules: a TYPE before each family's samples, one TYPE per
+    // family, valid names and label sets, float values, counters named *_total.
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let mut typed: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(
+                !typed.iter().any(|(n, _)| n == name),
+                "two TYPE lines for {name}"
+            );
+            assert!(kind != "counter" || name.ends_with("_total"), "{line}");
+            typed.push((name.to_string(), kind.to_string()));
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with("{kind=\"") && labels.ends_with("\"}")),
+                "{line}"
+            );
+        }
+        assert_eq!(typed.last().map(|(n, _)| n.as_str()), Some(name), "{line}");
+    }
+    assert!(typed.len() >= 8, "{text}");
+    assert!(value("petrify_requests_total{kind=\"put\"}").is_some_and(|v| v >= 2.0));
+    assert!(!work.path("petrify.prom.tmp").exists());
+}

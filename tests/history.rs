@@ -352,7 +352,10 @@ fn status_for_monitoring_live_stalled_broken_empty() {
     s3.append_and_wait("st", &file, b"two\n");
     let (code, out, err) = status(&s3, "st", &["--file", f, "--max-lag", "1", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("\"behind_bytes\":0,") && out.contains("\"ok\":true"), "{out}");
+    assert!(
+        out.contains("\"behind_bytes\":0,") && out.contains("\"ok\":true"),
+        "{out}"
+    );
     assert!(out.contains("\"lag_seconds\":0.000"), "{out}");
 
     // Stalled: persist stopped (SIGSTOP: stuck, as a hung process would be) while the file

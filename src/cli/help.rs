@@ -37,6 +37,10 @@ generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is 
   --retain AGE       keep the points of the last AGE (90s, 36h, 30d) and the one before;
                      delete what no kept point needs, now and then (see petrify prune).
                      Default: keep everything
+  --metrics-file PATH  Prometheus text (node_exporter's textfile collector), rewritten
+                     atomically after each poll
+  --heartbeat-url URL  GET it at most once a minute while polls and uploads succeed
+                     (a dead-man's switch); never logged
   --bucket, --prefix, --endpoint, --region, --path-style: see petrify --help
 ";
 

@@ -24,6 +24,7 @@ impl Store {
         action.set_quiet(true);
         let url = action.sign(PRESIGN_FOR);
         let (body, md5) = action.body_with_md5();
+        self.sending(3);
         let resp = self
             .agent
             .post(url.as_str())
