@@ -20,6 +20,7 @@ mod aofdir;
 pub mod fetch;
 mod list;
 mod part;
+mod progress;
 mod status;
 mod target;
 mod verify;
@@ -28,6 +29,7 @@ pub use list::{ListRequest, Window, list};
 pub use status::{StatusRequest, status};
 pub use verify::{VerifyRequest, verify};
 
+use progress::Progress;
 use target::{Target, TempPath};
 
 /// What `petrify recover` is asked for.
@@ -108,12 +110,14 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
         point.generation.number,
         point.bytes
     );
-    match generation.id.mode {
-        Mode::File => recover_file(store, &root, generation, &point, &target, args.parallel),
-        Mode::AofDir => {
-            aofdir::recover_dir(store, &root, generation, &point, &target, args.parallel)
-        }
-    }
+    let progress = Progress::new(point.bytes);
+    let fetching = (args.parallel, &progress);
+    let done = match generation.id.mode {
+        Mode::File => recover_file(store, &root, generation, &point, &target, fetching),
+        Mode::AofDir => aofdir::recover_dir(store, &root, generation, &point, &target, fetching),
+    };
+    progress.finish();
+    done
 }
 
 fn recover_file(
@@ -122,7 +126,7 @@ fn recover_file(
     g: &Generation,
     point: &RecoveryPoint,
     target: &Target,
-    parallel: usize,
+    fetching: (usize, &Progress),
 ) -> Result<()> {
     if target.is_dir {
         return Err(Error::new(
@@ -140,7 +144,7 @@ fn recover_file(
         g,
         (layout::FILE_PART, point.time_ms),
         &tmp.path,
-        parallel,
+        fetching,
     )?;
     target.install(tmp)?;
     log::info!(

@@ -500,3 +500,40 @@ fn logs_fit_the_journal() {
         "{plain}"
     );
 }
+
+/// On a terminal, a long recovery shows one line of progress, redrawn in place and cleared at
+/// the end; to a pipe (a log, the journal), nothing but the log lines.
+#[test]
+fn progress_on_a_terminal_only() {
+    let s3 = S3::start();
+    let work = Scratch::new("progress");
+    let file = work.path("log");
+    std::fs::write(&file, vec![b'p'; 3 << 20]).unwrap();
+    let p = s3.persist("pg", &file, "0.05");
+    wait_for("the upload", T, || s3.uploaded_end("pg") == Some(3 << 20));
+    assert!(p.terminate(T).status.success());
+
+    let piped = s3.recover("pg", &work.path("piped"), &[]);
+    assert!(piped.status.success());
+    assert!(!piped.err().contains("recovering:"), "{}", piped.err());
+
+    // script(1) gives the command a terminal.
+    let cmd = format!(
+        "{} recover --bucket {BUCKET} --prefix pg --file {}",
+        env!("CARGO_BIN_EXE_petrify"),
+        work.path("tty").display()
+    );
+    let mut c = std::process::Command::new("script");
+    for (k, v) in s3.petrify().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    assert!(out.status.success(), "{}", out.err());
+    let shown = text(&out.stdout);
+    assert!(shown.contains("\rrecovering: "), "{shown:?}");
+    assert!(shown.contains("of 3.0 MiB"), "{shown:?}");
+    assert_eq!(std::fs::read(work.path("tty")).unwrap().len(), 3 << 20);
+}

@@ -20,7 +20,7 @@ pub fn recover_dir(
     g: &Generation,
     point: &RecoveryPoint,
     target: &Target,
-    parallel: usize,
+    fetching: (usize, &super::progress::Progress),
 ) -> Result<()> {
     if target.path.exists() && !target.is_dir {
         return Err(Error::new(
@@ -42,7 +42,7 @@ pub fn recover_dir(
 
     let fetch_part = |name: &str| -> Result<usize> {
         let path = tmp.path.join(name);
-        restore_part(store, root, g, (name, point.time_ms), &path, parallel).map(|r| r.objects)
+        restore_part(store, root, g, (name, point.time_ms), &path, fetching).map(|r| r.objects)
     };
 
     let mut objects = fetch_part(manifest_name)?;

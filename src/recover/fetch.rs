@@ -86,7 +86,7 @@ pub fn fetch_chain(
     root: &str,
     chain: &[ObjectKey],
     out: &File,
-    parallel: usize,
+    (parallel, progress): (usize, &super::progress::Progress),
 ) -> Result<()> {
     struct Window {
         next_fetch: usize,
@@ -178,6 +178,7 @@ pub fn fetch_chain(
                         }
                     }
                 }
+                progress.add(piece.end - piece.start, piece.end == o.end);
                 if let Ok(mut w) = state.lock() {
                     w.written = i + 1;
                 }
@@ -409,6 +410,7 @@ fn fetch_range(
 mod tests {
     use super::*;
     use crate::layout::{FILE_PART, Kind, Mode};
+    use crate::recover::progress::Progress;
     use crate::s3::mem::MemStore;
 
     const ROOT: &str = "t/petrify-v1/";
@@ -473,7 +475,7 @@ mod tests {
         assert_eq!(p[4].end, small as u64);
         for parallel in [1, 4, 32] {
             let (path, out) = temp_file(&format!("ok{parallel}"));
-            fetch_chain(&store, ROOT, &chain, &out, parallel).unwrap();
+            fetch_chain(&store, ROOT, &chain, &out, (parallel, &Progress::none())).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), bytes);
             std::fs::remove_file(&path).unwrap();
         }
@@ -487,7 +489,7 @@ mod tests {
             .put(&key, &mut &body[..], body.len() as u64, None)
             .unwrap();
         let (path, out) = temp_file("bad");
-        let e = fetch_chain(&store, ROOT, &chain, &out, 8).unwrap_err();
+        let e = fetch_chain(&store, ROOT, &chain, &out, (8, &Progress::none())).unwrap_err();
         assert_eq!(e.exit, Exit::Data);
         assert!(e.message.contains("is corrupt"), "{}", e.message);
         std::fs::remove_file(&path).unwrap();

@@ -18,14 +18,14 @@ pub struct Restored {
 }
 
 /// Writes `part` of generation `g` as of `time_ms` to `path`, which must not exist, with at
-/// most `parallel` requests in flight.
+/// most `fetching.0` requests in flight, showing progress on `fetching.1`.
 pub fn restore_part(
     store: &dyn ObjectStore,
     root: &str,
     g: &Generation,
     (part, time_ms): (&str, u64),
     path: &Path,
-    parallel: usize,
+    fetching: (usize, &super::progress::Progress),
 ) -> Result<Restored> {
     let objects = g.parts.get(part).map(Vec::as_slice).unwrap_or(&[]);
     let plan = chain::plan_part(objects, time_ms).map_err(|e| {
@@ -48,7 +48,7 @@ pub fn restore_part(
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io("cannot create", path, &e))?;
-    fetch::fetch_chain(store, root, &plan, &file, parallel)?;
+    fetch::fetch_chain(store, root, &plan, &file, fetching)?;
     file.sync_all()
         .map_err(|e| Error::io("cannot write", path, &e))?;
     Ok(Restored {
