@@ -147,6 +147,7 @@ fn recover_file(
         fetching,
     )?;
     target.install(tmp)?;
+    fetching.1.finish();
     log::info!(
         "recovered {} ({} bytes from {} object(s))",
         target.path.display(),

@@ -533,7 +533,9 @@ fn progress_on_a_terminal_only() {
     let out = c.args(["-qec", &cmd, "/dev/null"]).output().unwrap();
     assert!(out.status.success(), "{}", out.err());
     let shown = text(&out.stdout);
-    assert!(shown.contains("\rrecovering: "), "{shown:?}");
+    assert!(shown.contains("\r\x1b[2Krecovering: "), "{shown:?}");
+    // Cleared before the last log line, which starts a line of its own.
+    assert!(shown.contains("\r\x1b[2K[20"), "{shown:?}");
     assert!(shown.contains("of 3.0 MiB"), "{shown:?}");
     assert_eq!(std::fs::read(work.path("tty")).unwrap().len(), 3 << 20);
 }

@@ -65,6 +65,7 @@ pub fn recover_dir(
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("cannot sync", &tmp.path, &e))?;
     target.install(tmp)?;
+    fetching.1.finish();
     log::info!(
         "recovered {} ({} files, {} bytes from {objects} object(s))",
         target.path.display(),

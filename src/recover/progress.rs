@@ -69,10 +69,10 @@ impl Progress {
         let _ = std::io::stderr().flush();
     }
 
-    /// Clears the line before the final log line.
+    /// Clears the line, before the final log line or an error. Once is enough.
     pub fn finish(&self) {
-        if let Some(Ok(s)) = self.state.as_ref().map(|m| m.lock())
-            && s.drawn.is_some()
+        if let Some(Ok(mut s)) = self.state.as_ref().map(|m| m.lock())
+            && s.drawn.take().is_some()
         {
             eprint!("\r\x1b[2K");
         }
