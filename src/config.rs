@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use rusty_s3::Credentials;
-
 use crate::bucket::Place;
 use crate::cli::{Args, CommandName, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
@@ -15,6 +13,8 @@ use crate::recover::{ListRequest, RecoverRequest, StatusRequest, VerifyRequest, 
 use crate::s3::{ConfigError, StoreConfig};
 use crate::tail::PersistRequest;
 use crate::timestamp::{self, BadTime};
+
+mod credentials;
 
 /// Default `--interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -297,28 +297,18 @@ fn store_config(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<StoreConfig> {
     let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    let profile = credentials::profile(&nonempty).map_err(|why| Error::new(Exit::Config, why))?;
     let region = region
         .or_else(|| nonempty("AWS_REGION"))
         .or_else(|| nonempty("AWS_DEFAULT_REGION"))
+        .or_else(|| profile.region.clone())
         .unwrap_or_else(|| "us-east-1".into());
     let endpoint = endpoint
         .or_else(|| nonempty("AWS_ENDPOINT_URL_S3"))
         .or_else(|| nonempty("AWS_ENDPOINT_URL"))
         .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-    let (Some(key), Some(secret)) = (
-        nonempty("AWS_ACCESS_KEY_ID"),
-        nonempty("AWS_SECRET_ACCESS_KEY"),
-    ) else {
-        return Err(Error::new(
-            Exit::Config,
-            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
-             AWS_SESSION_TOKEN for temporary credentials)",
-        ));
-    };
-    let credentials = match nonempty("AWS_SESSION_TOKEN") {
-        Some(token) => Credentials::new_with_token(key, secret, token),
-        None => Credentials::new(key, secret),
-    };
+    let credentials = credentials::source(&nonempty, &profile, &region)
+        .map_err(|why| Error::new(Exit::Config, why))?;
     Ok(StoreConfig {
         endpoint,
         region,
@@ -357,6 +347,12 @@ pub fn store_error(e: &ConfigError, cfg: &StoreConfig) -> Error {
             "bucket {:?} cannot be addressed at this endpoint (try --path-style)",
             cfg.bucket
         ),
+        ConfigError::NoCredentials(why) => {
+            return Error::new(
+                Exit::Config,
+                format!("no credentials from {}: {why}", cfg.credentials.describe()),
+            );
+        }
     };
     usage_msg(m)
 }
@@ -423,7 +419,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.endpoint, "https://s3.us-east-1.amazonaws.com");
-        let none = store_config("b", None, None, false, |_| None);
+        // Nothing configured: the instance metadata service is the last resort (asked only
+        // when the store is made), unless it is disabled.
+        let imds = store_config("b", None, None, false, |_| None).unwrap();
+        assert!(matches!(
+            imds.credentials,
+            crate::s3::CredentialSource::Instance { .. }
+        ));
+        let none = store_config("b", None, None, false, |k| {
+            (k == "AWS_EC2_METADATA_DISABLED").then(|| "true".into())
+        });
         assert_eq!(none.unwrap_err().exit, Exit::Config);
         assert_eq!(
             max_object(|_| Some("5".into())).unwrap_err().exit,

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+mod checksum;
+mod credentials;
 mod delete;
 mod error;
 mod listing;
@@ -18,6 +20,8 @@ pub mod mem;
 mod ping;
 mod retry;
 
+use checksum::{CHECKSUM_HEADER, base64_4, refuses_checksums};
+pub use credentials::Source as CredentialSource;
 pub use delete::MAX_BATCH;
 pub use error::S3Error;
 use error::{check, net_error};
@@ -26,7 +30,7 @@ pub use ping::Pinger;
 pub use retry::{Backoff, retry};
 
 use rusty_s3::actions::{ListObjectsV2, S3Action};
-use rusty_s3::{Bucket, Credentials, UrlStyle};
+use rusty_s3::{Bucket, UrlStyle};
 
 /// How long a presigned request stays valid. It is signed just before it is sent, and again for
 /// every retry, so this only needs to cover one request; an hour covers a multi-GB delta.
@@ -47,7 +51,7 @@ pub struct StoreConfig {
     pub bucket: String,
     /// `None`: path-style for IP addresses and localhost, virtual-host style otherwise.
     pub path_style: Option<bool>,
-    pub credentials: Credentials,
+    pub credentials: CredentialSource,
 }
 
 /// The object store, as persist, recover and list use it. One attempt per call unless said
@@ -112,6 +116,8 @@ pub enum ConfigError {
     MissingHost,
     /// The bucket name cannot be a host name at this endpoint.
     BucketNotAddressable,
+    /// The credential source did not give credentials (its words).
+    NoCredentials(String),
 }
 
 /// The real store: S3 over HTTP, every request presigned just before it is sent.
@@ -120,7 +126,7 @@ pub struct Store {
     sent: [std::sync::atomic::AtomicU64; 4],
     agent: ureq::Agent,
     bucket: Bucket,
-    credentials: Credentials,
+    credentials: credentials::Provider,
     /// Whether PUTs carry `x-amz-checksum-crc32` (see [`Checksums`]).
     checksums: AtomicU8,
     /// The refusal that set [`Checksums::Probing`], for the WARN if it was the header's.
@@ -190,7 +196,16 @@ impl Store {
             sent: Default::default(),
             agent: ureq::Agent::new_with_config(config),
             bucket,
-            credentials: cfg.credentials.clone(),
+            credentials: {
+                let p = credentials::Provider::new(cfg.credentials.clone())
+                    .map_err(ConfigError::NoCredentials)?;
+                let from = p.source().describe();
+                match p.source() {
+                    CredentialSource::Static { .. } => log::debug!("credentials from {from}"),
+                    _ => log::info!("credentials from {from}"),
+                }
+                p
+            },
             checksums: AtomicU8::new(Checksums::On as u8),
             refusal: Mutex::new(None),
         })
@@ -204,7 +219,8 @@ impl Store {
 
     fn get_object(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody, S3Error> {
         self.sending(2);
-        let action = self.bucket.get_object(Some(&self.credentials), key);
+        let creds = self.credentials.get()?;
+        let action = self.bucket.get_object(Some(&creds), key);
         let url = action.sign(PRESIGN_FOR);
         let mut request = self.agent.get(url.as_str());
         if let Some((start, end)) = range {
@@ -245,7 +261,8 @@ impl Store {
         folders: bool,
         token: Option<&str>,
     ) -> Result<String, S3Error> {
-        let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
+        let creds = self.credentials.get()?;
+        let mut action = ListObjectsV2::new(&self.bucket, Some(&creds));
         action.with_prefix(prefix);
         if folders {
             action.with_delimiter("/");
@@ -305,7 +322,8 @@ impl ObjectStore for Store {
         len: u64,
         crc32: Option<u32>,
     ) -> Result<(), S3Error> {
-        let mut action = self.bucket.put_object(Some(&self.credentials), key);
+        let creds = self.credentials.get()?;
+        let mut action = self.bucket.put_object(Some(&creds), key);
         let state = match self.checksums.load(Ordering::Relaxed) {
             0 => Checksums::On,
             1 => Checksums::Probing,
@@ -375,7 +393,8 @@ impl ObjectStore for Store {
 
     /// `If-None-Match: *`; a 412 means the key exists.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error> {
-        let action = self.bucket.put_object(Some(&self.credentials), key);
+        let creds = self.credentials.get()?;
+        let action = self.bucket.put_object(Some(&creds), key);
         let url = action.sign(PRESIGN_FOR);
         self.sending(1);
         let resp = self
@@ -393,7 +412,8 @@ impl ObjectStore for Store {
     }
 
     fn delete(&self, key: &str) -> Result<(), S3Error> {
-        let action = self.bucket.delete_object(Some(&self.credentials), key);
+        let creds = self.credentials.get()?;
+        let action = self.bucket.delete_object(Some(&creds), key);
         let url = action.sign(PRESIGN_FOR);
         self.sending(3);
         let resp = self.agent.delete(url.as_str()).call().map_err(net_error)?;
@@ -414,85 +434,5 @@ impl ObjectStore for Store {
 
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
         self.get_object(key, Some((start, end)))
-    }
-}
-
-/// The header that carries an upload's CRC-32 (base64 of its 4 big-endian bytes).
-const CHECKSUM_HEADER: &str = "x-amz-checksum-crc32";
-
-/// Whether an error says the store does not take checksum headers (as opposed to a checksum
-/// that did not match: BadDigest, which a retry mends).
-fn refuses_checksums(e: &S3Error) -> bool {
-    let S3Error::Status {
-        status,
-        code,
-        message,
-        ..
-    } = e
-    else {
-        return false;
-    };
-    let about_checksums = message
-        .as_deref()
-        .is_some_and(|m| m.to_ascii_lowercase().contains("checksum"));
-    matches!(status, 400 | 501)
-        && matches!(
-            code.as_deref(),
-            Some("InvalidArgument" | "InvalidRequest" | "NotImplemented")
-        )
-        && about_checksums
-}
-
-/// Standard base64 of 4 bytes (8 characters, padded): all that checksum headers need.
-fn base64_4(b: [u8; 4]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let n = u32::from_be_bytes(b);
-    let mut out = String::with_capacity(8);
-    for shift in [26, 20, 14, 8, 2] {
-        out.push(ABC[((n >> shift) & 63) as usize] as char);
-    }
-    out.push(ABC[((n << 4) & 63) as usize] as char);
-    out.push_str("==");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checksum_headers_are_base64_of_the_big_endian_crc() {
-        // CRC-32 of "hello", as s3s-fs and AWS print it.
-        assert_eq!(base64_4(0x3610_a686_u32.to_be_bytes()), "NhCmhg==");
-        assert_eq!(base64_4([0, 0, 0, 0]), "AAAAAA==");
-        assert_eq!(base64_4([255; 4]), "/////w==");
-    }
-
-    #[test]
-    fn only_a_refusal_of_the_header_turns_checksums_off() {
-        let e = |status, code: &str, message: &str| S3Error::Status {
-            status,
-            code: Some(code.into()),
-            message: Some(message.into()),
-            skew_s: None,
-        };
-        assert!(refuses_checksums(&e(
-            400,
-            "InvalidArgument",
-            "x-amz-checksum-crc32 is not supported"
-        )));
-        assert!(refuses_checksums(&e(501, "NotImplemented", "Checksums")));
-        // A mismatch is damage in transit: retried with the header.
-        assert!(!refuses_checksums(&e(
-            400,
-            "BadDigest",
-            "checksum mismatch"
-        )));
-        assert!(!refuses_checksums(&e(
-            400,
-            "InvalidArgument",
-            "bad part number"
-        )));
-        assert!(!refuses_checksums(&S3Error::Network("reset".into())));
     }
 }

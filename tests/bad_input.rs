@@ -291,7 +291,13 @@ fn bad_input_table() {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/petrify-test/config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/petrify-test/credentials",
+            )
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_ENDPOINT_URL", s3.endpoint())
             .env("RUST_LOG", "info");

@@ -20,7 +20,10 @@ Options for every command:
   --region R       (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)
   --path-style     address the bucket as ENDPOINT/BUCKET (automatic for IPs and localhost)
 
-Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.
+Credentials, as the AWS SDKs find them: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+(AWS_SESSION_TOKEN); web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN); the profile
+in ~/.aws (AWS_PROFILE: keys or credential_process); a container endpoint; the EC2
+instance's role (IMDSv2). See CREDENTIALS in petrify(1).
 Logging: RUST_LOG (default info). See petrify(1).
 ";
 

@@ -16,10 +16,9 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let creds = self.credentials.get()?;
         let ids: Vec<ObjectIdentifier> = keys.iter().cloned().map(ObjectIdentifier::new).collect();
-        let mut action = self
-            .bucket
-            .delete_objects(Some(&self.credentials), ids.iter());
+        let mut action = self.bucket.delete_objects(Some(&creds), ids.iter());
         // Quiet: the answer names only the keys that could not be deleted.
         action.set_quiet(true);
         let url = action.sign(PRESIGN_FOR);

@@ -159,7 +159,7 @@ pub(super) fn check(mut resp: Response<ureq::Body>) -> Result<Response<ureq::Bod
 }
 
 /// The text of the first `<name>` element, its entities decoded.
-fn xml_field(body: &str, name: &str) -> Option<String> {
+pub(super) fn xml_field(body: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
     let start = body.find(&open)? + open.len();

@@ -134,7 +134,15 @@ impl S3 {
                 c.env_remove(k);
             }
         }
-        c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        // Never the real metadata service, nor the host's ~/.aws: a test that wants one of
+        // those sources sets its own (loopback) endpoint or files.
+        c.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/petrify-test/config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/petrify-test/credentials",
+            )
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_ENDPOINT_URL", self.endpoint())
             .env("AWS_REGION", "us-east-1")
