@@ -3,6 +3,7 @@
 //! fault. Below this layer errors are typed or in plain words; option names live here and in
 //! `cli`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::bucket::Place;
@@ -315,6 +316,9 @@ fn store_config(
         bucket: bucket.to_string(),
         path_style: path_style.then_some(true),
         credentials,
+        ca_bundle: nonempty("AWS_CA_BUNDLE")
+            .or_else(|| nonempty("SSL_CERT_FILE"))
+            .map(PathBuf::from),
     })
 }
 
@@ -347,6 +351,12 @@ pub fn store_error(e: &ConfigError, cfg: &StoreConfig) -> Error {
             "bucket {:?} cannot be addressed at this endpoint (try --path-style)",
             cfg.bucket
         ),
+        ConfigError::CaBundle(why) => {
+            return Error::new(
+                Exit::Config,
+                format!("{why} (AWS_CA_BUNDLE or SSL_CERT_FILE)"),
+            );
+        }
         ConfigError::NoCredentials(why) => {
             return Error::new(
                 Exit::Config,

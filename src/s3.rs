@@ -19,6 +19,7 @@ mod listing;
 pub mod mem;
 mod ping;
 mod retry;
+mod tls;
 
 use checksum::{CHECKSUM_HEADER, base64_4, refuses_checksums};
 pub use credentials::Source as CredentialSource;
@@ -52,6 +53,8 @@ pub struct StoreConfig {
     /// `None`: path-style for IP addresses and localhost, virtual-host style otherwise.
     pub path_style: Option<bool>,
     pub credentials: CredentialSource,
+    /// A private CA's certificates, trusted besides the built-in roots.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// The object store, as persist, recover and list use it. One attempt per call unless said
@@ -118,6 +121,8 @@ pub enum ConfigError {
     BucketNotAddressable,
     /// The credential source did not give credentials (its words).
     NoCredentials(String),
+    /// The CA bundle cannot be used (its words).
+    CaBundle(String),
 }
 
 /// The real store: S3 over HTTP, every request presigned just before it is sent.
@@ -173,7 +178,9 @@ impl Store {
                     rusty_s3::BucketError::ParseError(_) => ConfigError::BucketNotAddressable,
                 }
             })?;
+        let tls = tls::config(cfg.ca_bundle.as_deref()).map_err(ConfigError::CaBundle)?;
         let config = ureq::Agent::config_builder()
+            .tls_config(tls.clone())
             // Read S3's error bodies ourselves.
             .http_status_as_error(false)
             // A redirect means a wrong region; following it would turn a PUT into a GET.
@@ -197,7 +204,7 @@ impl Store {
             agent: ureq::Agent::new_with_config(config),
             bucket,
             credentials: {
-                let p = credentials::Provider::new(cfg.credentials.clone())
+                let p = credentials::Provider::new(cfg.credentials.clone(), tls)
                     .map_err(ConfigError::NoCredentials)?;
                 let from = p.source().describe();
                 match p.source() {

@@ -75,11 +75,12 @@ const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
 impl Provider {
     /// Fetches the first credentials; `Err` says why, for a configuration error.
-    pub fn new(source: Source) -> Result<Provider, String> {
+    pub fn new(source: Source, tls: ureq::tls::TlsConfig) -> Result<Provider, String> {
         // Short: a metadata service that is absent must cost a second or two, not a hang. No
         // proxy for the link-local services (an egress proxy cannot reach them).
         let local = matches!(source, Source::Instance { .. } | Source::Container { .. });
         let mut config = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(1)))
             .timeout_global(Some(Duration::from_secs(if local { 2 } else { 10 })))

@@ -215,7 +215,9 @@ pub(super) fn net_error(e: ureq::Error) -> S3Error {
             let w = io.to_string();
             // rustls reports through io::Error; say that it is TLS, and what to check.
             if w.contains("certificate") {
-                format!("the TLS certificate is not trusted ({w}): petrify trusts the public CAs")
+                format!(
+                    "the TLS certificate is not trusted ({w}): petrify trusts the public CAs, and a private CA given in AWS_CA_BUNDLE"
+                )
             } else if w.contains("corrupt message") || w.contains("handshake") {
                 format!("TLS handshake failed ({w}): does the endpoint speak https?")
             } else {
