@@ -56,8 +56,8 @@ pub struct PersistRequest {
 
 /// `persist --retain`: the retention, applied now and then from the polling loop (persist holds
 /// the writer lease, so no other process prunes its prefix). At most once per
-/// [`Retention::every`], and only after uploads since the last time: an idle persist costs no
-/// request for it.
+/// [`Retention::every`] (a tenth of the window), and only after uploads since the last time:
+/// an idle persist costs no request for it.
 struct Retention {
     keep: Duration,
     every: Duration,
@@ -71,7 +71,11 @@ impl Retention {
     fn new(keep: Duration, interval: Duration, where_: String) -> Retention {
         Retention {
             keep,
-            every: (keep / 4).max(interval).min(Duration::from_secs(3600)),
+            // Each run lists the prefix (a page per 1000 objects): at a tenth of the window,
+            // that is about 36 listings an hour at one object a second, whatever the window.
+            every: (keep / 10)
+                .max(interval)
+                .min(Duration::from_secs(7 * 86_400)),
             next_at: Instant::now(),
             after_objects: None,
             where_,

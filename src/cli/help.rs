@@ -38,7 +38,7 @@ generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is 
   --file PATH        the file or folder to follow (waited for if it does not exist yet)
   --interval SECONDS how often to look for new bytes (default 1; fractions allowed, >= 0.01)
   --retain AGE       keep the points of the last AGE (90s, 36h, 30d) and the one before;
-                     delete what no kept point needs, now and then (see petrify prune).
+                     delete what no kept point needs, every tenth of AGE (see petrify prune).
                      Default: keep everything
   --metrics-file PATH  Prometheus text (node_exporter's textfile collector), rewritten
                      atomically after each poll

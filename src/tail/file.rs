@@ -278,6 +278,10 @@ impl FileFollower {
             return Ok(());
         }
         let mut verified = false;
+        // One upload per file per tick: bytes appended while it was sent wait for the next
+        // tick (within the interval, as any append), instead of a second, small PUT at once,
+        // which doubled the requests under steady writes. At a stop, everything goes now.
+        let mut appended_to: Option<FileId> = None;
         loop {
             let path = self.path_now();
             let Some(t) = self.tracked.as_mut() else {
@@ -340,6 +344,10 @@ impl FileFollower {
             match decide(&seen_now, self.interval, grace) {
                 Step::Idle => return Ok(()),
                 Step::Append { end, detached, .. } => {
+                    if appended_to == Some(seen_now.open_id) && !signal::stop_requested() {
+                        return Ok(());
+                    }
+                    appended_to = Some(seen_now.open_id);
                     self.upload(up, end, (!detached).then_some(seen))?
                 }
                 Step::Wait(d) => std::thread::sleep(d),
