@@ -65,17 +65,28 @@ pub fn resolve(
     check_prefix(&prefix)?;
     let place = Place { bucket, prefix };
     let need_file = || usage_msg(format!("petrify {c} needs --file"));
+    let interval = match &args.interval {
+        Some(v) => parse_interval(v)?,
+        None => DEFAULT_INTERVAL,
+    };
     // The command's own options first: a usage error beats a missing credential.
     let run = match command {
         CommandName::Persist => Run::Persist(PersistRequest {
             place: place.clone(),
             file: args.file.ok_or_else(need_file)?,
-            interval: match &args.interval {
-                Some(v) => parse_interval(v)?,
-                None => DEFAULT_INTERVAL,
-            },
+            interval,
             max_object: max_object(&env)?,
-            retain: args.retain.as_deref().map(parse_age).transpose()?,
+            retain: match args.retain.as_deref().map(parse_age).transpose()? {
+                // A replaced file is followed for 5 intervals after its last write; a window
+                // shorter than that could drop its generation while late bytes still come.
+                Some(keep) if keep < interval * 10 => {
+                    return Err(usage_msg(format!(
+                        "--retain must be at least 10 intervals ({} s)",
+                        (interval * 10).as_secs_f64()
+                    )));
+                }
+                keep => keep,
+            },
             metrics_file: args.metrics_file,
             heartbeat_url: match args.heartbeat_url {
                 Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {

@@ -31,6 +31,7 @@ const TABLE: &str = "
 64 | --since is after --until  | empty window               |  | list --bucket {bucket} --prefix have --since 2000 --until 1000
 64 | not a number of points    | zero points                |  | list --bucket {bucket} --prefix have --last 0
 64 | contradict each other     | --if-missing with --force  |  | recover --bucket {bucket} --prefix have --file {fresh} --if-missing --force
+64 | at least 10 intervals     | --retain shorter than the grace |  | persist --bucket {bucket} --prefix p --file {log} --interval 1 --retain 5s
 64 | needs --retain            | prune without --retain     |  | prune --bucket {bucket} --prefix have
 64 | is not an age             | --retain without a unit    |  | prune --bucket {bucket} --prefix have --retain 30
 64 | --prefix                  | odd prefix                 |  | list --bucket {bucket} --prefix a+b%c
