@@ -261,6 +261,27 @@ impl Store {
         );
     }
 
+    /// Every page of a listing (each retried a few times), parsed by `parse`.
+    fn all_pages<T>(
+        &self,
+        prefix: &str,
+        folders: bool,
+        parse: fn(&str) -> listing::Page<T>,
+    ) -> Result<Vec<T>, S3Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(4, || {
+                parse(&self.list_page(prefix, folders, token.as_deref())?)
+            })?;
+            out.extend(page.0);
+            match page.1 {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// One page of a listing, as the store's XML; with `folders`, of the folders below `prefix`.
     fn list_page(
         &self,
@@ -291,33 +312,11 @@ impl Store {
 
 impl ObjectStore for Store {
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = retry(4, || {
-                parse_listing_page(&self.list_page(prefix, false, token.as_deref())?)
-            })?;
-            out.extend(page.0);
-            match page.1 {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        self.all_pages(prefix, false, parse_listing_page)
     }
 
     fn list_folders(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = retry(4, || {
-                parse_folder_page(&self.list_page(prefix, true, token.as_deref())?)
-            })?;
-            out.extend(page.0);
-            match page.1 {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        self.all_pages(prefix, true, parse_folder_page)
     }
 
     /// Uploads exactly `len` bytes from `body` to `key` with a `Content-Length`. One attempt: the

@@ -214,28 +214,24 @@ fn follow(
         .retain
         .map(|keep| Retention::new(keep, args.interval, args.place.describe()));
     let mut report = report::Report::new(args.metrics_file.clone(), args.heartbeat_url.clone());
-    if is_dir {
-        let mut follower = aofdir::AofDirFollower::new(&args.file, resume, found.next_number)?;
-        return run_loop(
+    let mut follower: Box<dyn Follower> = match is_dir {
+        true => Box::new(aofdir::AofDirFollower::new(
+            &args.file,
+            resume,
+            found.next_number,
+        )?),
+        false => Box::new(file::FileFollower::new(
+            args.file.clone(),
             args.interval,
-            &mut up,
-            &mut follower,
-            retention.as_mut(),
-            notify,
-            &mut report,
-        );
-    }
-    let mut follower = file::FileFollower::new(
-        args.file.clone(),
-        args.interval,
-        found.next_number,
-        resume,
-        said_waiting,
-    );
+            found.next_number,
+            resume,
+            said_waiting,
+        )),
+    };
     run_loop(
         args.interval,
         &mut up,
-        &mut follower,
+        follower.as_mut(),
         retention.as_mut(),
         notify,
         &mut report,

@@ -11,8 +11,11 @@ pub struct Listed {
     pub size: u64,
 }
 
+/// One page of a listing, parsed: its entries and the token for the next page.
+pub type Page<T> = Result<(Vec<T>, Option<String>), S3Error>;
+
 /// One page of a listing: its keys and the token for the next page.
-pub fn parse_listing_page(body: &str) -> Result<(Vec<Listed>, Option<String>), S3Error> {
+pub fn parse_listing_page(body: &str) -> Page<Listed> {
     let parsed = parse(body)?;
     let items = parsed
         .contents
@@ -27,7 +30,7 @@ pub fn parse_listing_page(body: &str) -> Result<(Vec<Listed>, Option<String>), S
 
 /// One page of a listing with a delimiter: the folders (common prefixes) it names, and the token
 /// for the next page.
-pub fn parse_folder_page(body: &str) -> Result<(Vec<String>, Option<String>), S3Error> {
+pub fn parse_folder_page(body: &str) -> Page<String> {
     let parsed = parse(body)?;
     let folders = parsed
         .common_prefixes
