@@ -287,21 +287,8 @@ fn bad_input_table() {
             }
             _ => Command::new(env!("CARGO_BIN_EXE_petrify")),
         };
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent/petrify-test/config")
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/petrify-test/credentials",
-            )
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_ENDPOINT_URL", s3.endpoint())
-            .env("RUST_LOG", "info");
+        s3.isolate(&mut cmd);
+        cmd.env("RUST_LOG", "info");
         for (k, v) in &c.env {
             cmd.env(k, v);
         }

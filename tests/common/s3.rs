@@ -129,13 +129,20 @@ impl S3 {
     /// A petrify command with this server's endpoint and credentials.
     pub fn petrify(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_petrify"));
+        self.isolate(&mut c);
+        c.env("AWS_REGION", "us-east-1").env("RUST_LOG", "debug");
+        c
+    }
+
+    /// Gives `c` this server's endpoint and credentials and nothing of the host's AWS setup:
+    /// never the real metadata service, nor the host's ~/.aws (a test that wants one of those
+    /// sources sets its own loopback endpoint or files).
+    pub fn isolate(&self, c: &mut Command) {
         for (k, _) in std::env::vars() {
             if k.starts_with("AWS_") {
                 c.env_remove(k);
             }
         }
-        // Never the real metadata service, nor the host's ~/.aws: a test that wants one of
-        // those sources sets its own (loopback) endpoint or files.
         c.env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/nonexistent/petrify-test/config")
             .env(
@@ -144,10 +151,7 @@ impl S3 {
             )
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_ENDPOINT_URL", self.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("RUST_LOG", "debug");
-        c
+            .env("AWS_ENDPOINT_URL", self.endpoint());
     }
 
     /// Runs a petrify command to its end.
