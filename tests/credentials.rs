@@ -20,6 +20,7 @@ struct Seen {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
+    body: String,
 }
 
 impl Seen {
@@ -70,6 +71,7 @@ fn fake(answer: impl Fn(&Seen) -> (u16, String) + Send + 'static) -> (u16, Arc<M
                 method,
                 path,
                 headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
             };
             let (status, body) = answer(&s);
             log.lock().unwrap().push(s);
@@ -249,10 +251,13 @@ fn web_identity_through_sts() {
     let s3 = S3::start();
     let work = Scratch::new("sts");
     let (port, seen) = fake(|r| {
-        let ok = r.path.contains("Action=AssumeRoleWithWebIdentity")
-            && r.path
+        // A POSTed form: the token never in the URL.
+        let ok = r.method == "POST"
+            && !r.path.contains("the.jwt.token")
+            && r.body.contains("Action=AssumeRoleWithWebIdentity")
+            && r.body
                 .contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123%3Arole%2Fpetrify")
-            && r.path.contains("WebIdentityToken=the.jwt.token");
+            && r.body.contains("WebIdentityToken=the.jwt.token");
         match ok {
             true => (
                 200,

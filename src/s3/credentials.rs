@@ -182,14 +182,20 @@ impl Provider {
             } => {
                 let token = std::fs::read_to_string(token_file)
                     .map_err(|e| format!("cannot read {}: {e}", token_file.display()))?;
-                let mut url = url::Url::parse(sts).map_err(|e| format!("STS endpoint: {e}"))?;
-                url.query_pairs_mut()
+                // POST, as the SDKs do: the token stays out of URLs (and any proxy's log).
+                let form: String = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("Action", "AssumeRoleWithWebIdentity")
                     .append_pair("Version", "2011-06-15")
                     .append_pair("RoleArn", role_arn)
                     .append_pair("RoleSessionName", session_name)
-                    .append_pair("WebIdentityToken", token.trim());
-                let body = self.body(self.agent.get(url.as_str()).call())?;
+                    .append_pair("WebIdentityToken", token.trim())
+                    .finish();
+                let body = self.body(
+                    self.agent
+                        .post(sts)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .send(form.as_bytes()),
+                )?;
                 let field =
                     |n: &str| xml_field(&body, n).ok_or(format!("STS answered without {n}"));
                 let expires = field("Expiration")
