@@ -137,7 +137,8 @@ pub fn apply(
     let found = bucket::survey(store, root)?;
     let p = plan(&found.generations, &found.dropping, cutoff_ms);
     for g in &p.drop {
-        drop_generation(store, root, g)?;
+        let marked = found.dropping.iter().any(|d| d.id == g.id);
+        drop_generation(store, root, g, marked)?;
     }
     match p.drop.is_empty() {
         true => log::debug!("retention: nothing to delete under {where_}"),
@@ -147,31 +148,65 @@ pub fn apply(
 }
 
 /// Marks `g` as being deleted, deletes its objects, then the mark.
-fn drop_generation(store: &dyn ObjectStore, root: &str, g: &Generation) -> Result<()> {
+fn drop_generation(
+    store: &dyn ObjectStore,
+    root: &str,
+    g: &Generation,
+    already_marked: bool,
+) -> Result<()> {
     let mark = format!("{root}{}", layout::dropping_key(g.id.number, g.id.mode));
     let what = format!("generation {}", g.id.number);
     crate::s3::retry(4, || store.put(&mark, &mut &b""[..], 0, None))
         .map_err(|e| Error::s3(&format!("marking {what} as being deleted"), &e))?;
     let keys: Vec<String> = g.objects().map(|o| o.key(root)).collect();
-    for batch in keys.chunks(MAX_BATCH) {
-        let refused = store
-            .delete_many(batch)
-            .map_err(|e| Error::s3(&format!("deleting {what}"), &e))?;
+    for (i, batch) in keys.chunks(MAX_BATCH).enumerate() {
+        let refused = match store.delete_many(batch) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = Error::s3(&format!("deleting {what}"), &e);
+                return Err(unmark_if_whole(store, &mark, i == 0 && !already_marked, e));
+            }
+        };
         if let Some((key, code)) = refused.first() {
-            return Err(Error::new(
+            let e = Error::new(
                 Exit::NoPerm,
                 format!(
                     "the store refused to delete {} object(s) of {what}, first {key} ({code}); \
-                     it stays marked as being deleted, and every kept point is recoverable",
+                     every kept point is recoverable",
                     refused.len()
                 ),
-            ));
+            );
+            let whole = i == 0 && !already_marked && refused.len() == batch.len();
+            return Err(unmark_if_whole(store, &mark, whole, e));
         }
     }
     crate::s3::retry(4, || store.delete(&mark))
         .map_err(|e| Error::s3(&format!("removing the mark of {what}"), &e))?;
     log::debug!("deleted {what} ({} objects)", keys.len());
     Ok(())
+}
+
+/// After a failed deletion: if nothing of the generation was deleted (`whole`), its mark is
+/// taken away again, so that its points, all still in the bucket, stay listed and recoverable
+/// (a store that refuses deletions would otherwise hide history it keeps). A generation already
+/// partly deleted keeps its mark, for the next prune to finish.
+fn unmark_if_whole(store: &dyn ObjectStore, mark: &str, whole: bool, e: Error) -> Error {
+    if !whole {
+        return Error::new(
+            e.exit,
+            format!(
+                "{}; it stays marked as being deleted, for the next prune to finish",
+                e.message
+            ),
+        );
+    }
+    match crate::s3::retry(4, || store.delete(mark)) {
+        Ok(()) => Error::new(e.exit, format!("{}; nothing of it was deleted", e.message)),
+        Err(d) => Error::new(
+            e.exit,
+            format!("{}; and its mark could not be taken away ({d})", e.message),
+        ),
+    }
 }
 
 /// One line for the log: what went (`done`) or would go.
@@ -252,5 +287,39 @@ mod tests {
         assert!(plan(&gens, &[], 10_000).drop.is_empty());
         let marked = chain::generations(vec![key(7, (0, 1), 10)]);
         assert_eq!(dropped(&plan(&gens, &marked, 10_000)), [7]);
+    }
+
+    /// A store that refuses the deletion: the error says so, the mark is taken away again,
+    /// and the generation (all of it still there) stays listed; once deletions are allowed,
+    /// it goes.
+    #[test]
+    fn a_refused_deletion_hides_nothing() {
+        use crate::s3::mem::MemStore;
+        use std::sync::atomic::Ordering;
+        let store = MemStore::new();
+        let root = "p/petrify-v1/";
+        for (g, t) in [(1, 100), (2, 200)] {
+            let k = key(g, (0, 1), t);
+            store.put(&k.key(root), &mut &b"x"[..], 1, None).unwrap();
+        }
+        store.refuse_deletes.store(true, Ordering::SeqCst);
+        let e = apply(&store, root, 10_000, "s3://b/p/").unwrap_err();
+        assert_eq!(e.exit, Exit::NoPerm);
+        assert!(
+            e.message.contains("nothing of it was deleted"),
+            "{}",
+            e.message
+        );
+        let found = bucket::survey(&store, root).unwrap();
+        assert!(found.dropping.is_empty());
+        assert_eq!(found.generations.len(), 2);
+        assert_eq!(chain::recovery_points(&found.generations).len(), 2);
+
+        store.refuse_deletes.store(false, Ordering::SeqCst);
+        let p = apply(&store, root, 10_000, "s3://b/p/").unwrap();
+        assert_eq!(dropped(&p), [1]);
+        let found = bucket::survey(&store, root).unwrap();
+        assert_eq!(found.generations.len(), 1);
+        assert!(store.objects().keys().all(|k| !k.ends_with("/dropping")));
     }
 }

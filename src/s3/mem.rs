@@ -16,6 +16,8 @@ pub struct MemStore {
     pub fail_next: AtomicU32,
     /// Requests answered, failures included.
     pub requests: AtomicU32,
+    /// Refuse every deletion with 403 AccessDenied (a store without delete permission).
+    pub refuse_deletes: std::sync::atomic::AtomicBool,
 }
 
 impl MemStore {
@@ -69,6 +71,12 @@ impl ObjectStore for MemStore {
 
     fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
         self.request()?;
+        if self.refuse_deletes.load(Ordering::SeqCst) {
+            return Ok(keys
+                .iter()
+                .map(|k| (k.clone(), "AccessDenied".into()))
+                .collect());
+        }
         if let Ok(mut o) = self.objects.lock() {
             for k in keys {
                 o.remove(k);
