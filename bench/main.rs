@@ -10,6 +10,7 @@
 #[allow(unused_imports)]
 mod common;
 mod measure;
+mod month;
 mod peers;
 mod throttle;
 
@@ -150,6 +151,7 @@ fn main() {
         }
         measure::steady(&s3, &work, Duration::from_secs(o.seconds), &mut t);
         measure::idle(&s3, &work, Duration::from_secs(o.seconds), &mut t);
+        month::month(&s3, &work, Duration::from_secs(o.seconds), &mut t);
     }
     print!("{}", t.render(&names, &machine(&peers)));
 }

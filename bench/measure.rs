@@ -19,6 +19,8 @@ pub enum Unit {
     MsPerSecond,
     PerSecond,
     Ms,
+    /// A plain number (objects, requests).
+    Count,
 }
 
 pub struct Sample {
@@ -132,6 +134,7 @@ fn fmt(v: Option<f64>, unit: Unit) -> String {
         (Some(v), Unit::MsPerSecond) => format!("{v:.3} ms/s"),
         (Some(v), Unit::PerSecond) => format!("{v:.2}/s"),
         (Some(v), Unit::Ms) => format!("{v:.0} ms"),
+        (Some(v), Unit::Count) => format!("{v:.0}"),
     }
 }
 

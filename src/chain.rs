@@ -7,8 +7,10 @@ use std::fmt;
 use crate::layout::{Kind, Mode, ObjectKey};
 
 mod check;
+mod reads;
 
 pub use check::{BrokenPoint, check_points};
+pub use reads::{Read, reads};
 
 /// A generation is named by its number and mode (two writers could, in a damaged bucket, have
 /// used one number with two modes: they are kept apart, never merged).
@@ -23,11 +25,26 @@ pub struct Generation {
     pub id: GenId,
     /// Objects per part, sorted by (start, end, time).
     pub parts: BTreeMap<String, Vec<ObjectKey>>,
+    /// Objects whose every point a larger (merged) object holds too: left behind by a
+    /// compaction that had not deleted them yet. No chain uses them; persist deletes them.
+    pub hidden: Vec<ObjectKey>,
 }
 
 impl Generation {
     pub fn objects(&self) -> impl Iterator<Item = &ObjectKey> {
         self.parts.values().flatten()
+    }
+
+    /// The objects in the bucket (a merged object once, however many points it holds), in
+    /// part and chain order.
+    pub fn stored(&self) -> Vec<&ObjectKey> {
+        let mut out: Vec<&ObjectKey> = self.objects().map(ObjectKey::holder).collect();
+        out.dedup();
+        out.sort_by(|a, b| {
+            (&a.part, a.start, a.end, a.time_ms).cmp(&(&b.part, b.start, b.end, b.time_ms))
+        });
+        out.dedup();
+        out
     }
 
     pub fn last_time(&self) -> u64 {
@@ -48,6 +65,7 @@ pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generati
             .or_insert_with(|| Generation {
                 id,
                 parts: BTreeMap::new(),
+                hidden: Vec::new(),
             })
             .parts
             .entry(o.part.clone())
@@ -56,10 +74,34 @@ pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generati
     }
     let mut gens: Vec<Generation> = by_id.into_values().collect();
     for g in &mut gens {
+        let before: std::collections::BTreeSet<ObjectKey> =
+            g.objects().map(|o| o.holder().clone()).collect();
         for objs in g.parts.values_mut() {
-            objs.sort_by_key(|o| (o.start, o.end, o.time_ms, o.kind));
-            objs.dedup();
+            // The same point held twice (a merged object written, the objects it replaces not
+            // deleted yet): the one in the larger object stays, so that a chain crosses as few
+            // objects as there are.
+            objs.sort_by_key(|o| {
+                (
+                    o.start,
+                    o.end,
+                    o.time_ms,
+                    o.kind,
+                    o.crc,
+                    std::cmp::Reverse(o.holder().len()),
+                )
+            });
+            objs.dedup_by(|b, a| {
+                (a.start, a.end, a.time_ms, a.kind, a.crc)
+                    == (b.start, b.end, b.time_ms, b.kind, b.crc)
+            });
         }
+        let after: std::collections::BTreeSet<&ObjectKey> =
+            g.objects().map(ObjectKey::holder).collect();
+        g.hidden = before
+            .iter()
+            .filter(|o| !after.contains(o))
+            .cloned()
+            .collect();
     }
     gens
 }
@@ -117,7 +159,7 @@ pub fn recovery_points(gens: &[Generation]) -> Vec<RecoveryPoint> {
                 let l = len.entry(o.part.as_str()).or_insert(0);
                 *l = match o.kind {
                     Kind::Snap => o.end,
-                    Kind::Delta => (*l).max(o.end),
+                    Kind::Delta | Kind::Merged => (*l).max(o.end),
                 };
                 i += 1;
             }
@@ -193,13 +235,19 @@ pub fn plan_part(objects: &[ObjectKey], time_ms: u64) -> Result<Vec<ObjectKey>, 
         chain.push((*snap).clone());
         end = snap.end;
     }
-    let deltas: Vec<&ObjectKey> = seen.into_iter().filter(|o| o.kind == Kind::Delta).collect();
+    // A merged object read whole (its index not needed) is one delta as far as planning goes.
+    let mut deltas: Vec<&ObjectKey> = seen.into_iter().filter(|o| o.kind != Kind::Snap).collect();
+    // By start, so that each step looks only at the deltas starting where the chain ends (a
+    // month of compacted points is millions of them).
+    deltas.sort_by_key(|d| d.start);
     let mut started = !chain.is_empty();
     loop {
         // Longest delta starting exactly at `end`; an empty one only starts a chain.
-        let next = deltas
+        let from = deltas.partition_point(|d| d.start < end);
+        let to = deltas.partition_point(|d| d.start <= end);
+        let next = deltas[from..to]
             .iter()
-            .filter(|d| d.start == end && (d.end > end || !started))
+            .filter(|d| d.end > end || !started)
             .max_by_key(|d| (d.end, d.time_ms));
         match next {
             Some(d) => {
@@ -230,22 +278,22 @@ pub fn plan_part(objects: &[ObjectKey], time_ms: u64) -> Result<Vec<ObjectKey>, 
 
 /// Length and CRC-32 of the bytes a chain rebuilds, from the objects' CRCs alone.
 pub fn chain_crc(chain: &[ObjectKey]) -> (u64, u32) {
-    let mut h = crc32fast::Hasher::new();
+    let mut crc = 0;
     let mut end = 0;
     for o in chain {
-        h.combine(&crc32fast::Hasher::new_with_initial_len(o.crc, o.len()));
+        crc = crate::crc::combine(crc, o.crc, o.len());
         end = o.end;
     }
-    (end, h.finalize())
+    (end, crc)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::layout::FILE_PART;
 
     /// A delta of a `file` generation, CRC 0 (planning never reads CRCs).
-    pub(super) fn delta(generation: u64, start: u64, end: u64, t: u64) -> ObjectKey {
+    pub(crate) fn delta(generation: u64, start: u64, end: u64, t: u64) -> ObjectKey {
         ObjectKey {
             generation,
             mode: Mode::File,
@@ -255,6 +303,7 @@ mod tests {
             time_ms: t,
             crc: 0,
             kind: Kind::Delta,
+            within: None,
         }
     }
 
@@ -377,6 +426,7 @@ mod tests {
             time_ms: t,
             crc: 0,
             kind,
+            within: None,
         };
         let gens = generations(vec![
             obj("a.base.rdb", 100, 10, Kind::Delta),

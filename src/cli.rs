@@ -164,6 +164,11 @@ pub const OPTIONS: &[Opt] = &[
         commands: PRUNE,
     },
     Opt {
+        name: "compaction",
+        takes_value: true,
+        commands: PERSIST,
+    },
+    Opt {
         name: "metrics-file",
         takes_value: true,
         commands: PERSIST,
@@ -220,6 +225,7 @@ pub struct Args {
     pub metrics_file: Option<PathBuf>,
     pub heartbeat_url: Option<String>,
     pub retain: Option<String>,
+    pub compaction: Option<String>,
     pub parallel: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -321,6 +327,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             "until" => &mut a.until,
             "last" => &mut a.last,
             "retain" => &mut a.retain,
+            "compaction" => &mut a.compaction,
             "max-lag" => &mut a.max_lag,
             "heartbeat-url" => &mut a.heartbeat_url,
             other => return Err(unhandled(other)),

@@ -87,6 +87,8 @@ pub fn resolve(
                 }
                 keep => keep,
             },
+            compaction: crate::compaction::Spans::choose(args.compaction.as_deref(), interval)
+                .map_err(usage_msg)?,
             metrics_file: args.metrics_file,
             heartbeat_url: match args.heartbeat_url {
                 Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {

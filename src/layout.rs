@@ -18,9 +18,14 @@
 //! * `time`: 13 decimal digits, Unix milliseconds at which the part was observed to hold these
 //!   bytes. Strictly increasing within a prefix while one `persist` runs.
 //! * `crc`: 8 lowercase hex digits, CRC-32 (IEEE) of the object's bytes.
-//! * `kind`: `delta` (bytes `[start, end)` appended to the part) or `snap` (the whole part,
-//!   `start` is 0; used for the Redis manifest, which is rewritten rather than appended to, and
-//!   for future compacted snapshots).
+//! * `kind`: `delta` (bytes `[start, end)` appended to the part), `snap` (the whole part,
+//!   `start` is 0; used for the Redis manifest, which is rewritten rather than appended to), or
+//!   `merged` (compaction, see [`index`]): bytes `[start, end)` that several recovery points
+//!   were observed in, followed in the same object by a plain-text index of those points. `time`
+//!   is then the last point's, `crc` that of the bytes `[start, end)` without the index, and the
+//!   object is longer than `end - start`. An older petrify does not know `merged`, ignores it
+//!   with a WARN and reports the bytes it holds as missing: it never reads them wrongly, which is
+//!   why the layout stays `petrify-v1`.
 //!
 //! Fixed widths make the store's lexical order equal chain order, but readers sort for themselves.
 //!
@@ -30,6 +35,9 @@
 //! of theirs).
 
 use std::fmt;
+use std::sync::Arc;
+
+pub mod index;
 
 /// The path segment that carries the layout version.
 pub const LAYOUT_DIR: &str = "petrify-v1";
@@ -67,6 +75,7 @@ pub const FILE_PART: &str = "file";
 pub enum Kind {
     Delta,
     Snap,
+    Merged,
 }
 
 impl Kind {
@@ -74,12 +83,13 @@ impl Kind {
         match self {
             Kind::Delta => "delta",
             Kind::Snap => "snap",
+            Kind::Merged => "merged",
         }
     }
 }
 
 /// Everything one object's key says about it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub generation: u64,
     pub mode: Mode,
@@ -89,6 +99,10 @@ pub struct ObjectKey {
     pub time_ms: u64,
     pub crc: u32,
     pub kind: Kind,
+    /// For one recovery point's bytes inside a `merged` object (read from its index): that
+    /// object. `start`, `end`, `time_ms` and `crc` are then the point's own (its bytes since the
+    /// point before), and [`ObjectKey::key`] names the merged object, the only one there is.
+    pub within: Option<Arc<ObjectKey>>,
 }
 
 impl ObjectKey {
@@ -96,8 +110,21 @@ impl ObjectKey {
         self.end - self.start
     }
 
-    /// The key under `root` (see [`root`]).
+    /// The object that holds these bytes: the merged object for a point read from an index,
+    /// this one otherwise.
+    pub fn holder(&self) -> &ObjectKey {
+        match &self.within {
+            Some(m) => m,
+            None => self,
+        }
+    }
+
+    /// The key under `root` (see [`root`]) of the object holding these bytes (see
+    /// [`ObjectKey::holder`]).
     pub fn key(&self, root: &str) -> String {
+        if let Some(m) = &self.within {
+            return m.key(root);
+        }
         format!(
             "{root}{}/{}/{:020}-{:020}.{:013}.{:08x}.{}",
             generation_dir(self.generation, self.mode),
@@ -190,6 +217,8 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         "delta" => Kind::Delta,
         "snap" if start == 0 => Kind::Snap,
         "snap" => return Err(ForeignKey("snapshot not starting at 0")),
+        "merged" if end > start => Kind::Merged,
+        "merged" => return Err(ForeignKey("empty merged object")),
         _ => return Err(ForeignKey("unknown kind")),
     };
     Ok(ObjectKey {
@@ -201,6 +230,7 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         time_ms,
         crc,
         kind,
+        within: None,
     })
 }
 
@@ -250,6 +280,7 @@ mod tests {
             time_ms: 1_764_104_645_123,
             crc: 0xdead_beef,
             kind: Kind::Delta,
+            within: None,
         }
     }
 

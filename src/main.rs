@@ -8,7 +8,9 @@
 mod bucket;
 mod chain;
 mod cli;
+mod compaction;
 mod config;
+mod crc;
 mod error;
 mod layout;
 mod lease;

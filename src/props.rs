@@ -90,6 +90,7 @@ fn random_key(r: &mut Rng) -> ObjectKey {
         time_ms: r.next() % 10_000_000_000_000,
         crc: r.next() as u32,
         kind: Kind::Delta,
+        within: None,
     }
 }
 

@@ -68,10 +68,10 @@ pub fn plan(gens: &[Generation], dropping: &[Generation], cutoff_ms: u64) -> Pru
             .iter()
             .filter(|p| gone.contains(&p.generation))
             .count(),
-        objects: drop.iter().map(|g| g.objects().count()).sum(),
+        objects: drop.iter().map(|g| g.stored().len()).sum(),
         bytes: drop
             .iter()
-            .flat_map(Generation::objects)
+            .flat_map(Generation::stored)
             .map(ObjectKey::len)
             .sum(),
         drop,
@@ -97,7 +97,7 @@ pub fn prune(req: &PruneRequest, store: &dyn ObjectStore, out: &mut dyn Write) -
         let found = bucket::survey(store, &root)?;
         let p = plan(&found.generations, &found.dropping, cutoff);
         let write = |out: &mut dyn Write| -> io::Result<()> {
-            for o in p.drop.iter().flat_map(Generation::objects) {
+            for o in p.drop.iter().flat_map(Generation::stored) {
                 writeln!(out, "{root}{o}  {}", o.len())?;
             }
             out.flush()
@@ -158,7 +158,7 @@ fn drop_generation(
     let what = format!("generation {}", g.id.number);
     crate::s3::retry(4, || store.put(&mark, &mut &b""[..], 0, None))
         .map_err(|e| Error::s3(&format!("marking {what} as being deleted"), &e))?;
-    let keys: Vec<String> = g.objects().map(|o| o.key(root)).collect();
+    let keys: Vec<String> = g.stored().iter().map(|o| o.key(root)).collect();
     for (i, batch) in keys.chunks(MAX_BATCH).enumerate() {
         let refused = match store.delete_many(batch) {
             Ok(r) => r,
@@ -241,6 +241,7 @@ mod tests {
             time_ms,
             crc: 0,
             kind: Kind::Delta,
+            within: None,
         }
     }
 

@@ -83,7 +83,31 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
     }
     let target = Target::check(&args.file, args.force)?;
     let root = layout::root(&args.place.prefix);
-    let found = bucket::survey(store, &root)?;
+    // A persist compacting the generation can replace objects between our listing and our
+    // reads: the points stay, in the merged object that replaced them. List again and plan
+    // again, a few times; anything else that is missing is damage.
+    let mut attempt = 1;
+    loop {
+        match recover_once(args, store, &root, &target) {
+            Err(e) if e.gone && attempt < REPLANS => {
+                log::warn!("{}; listing again (attempt {})", e.message, attempt + 1);
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How many times recover lists and plans again when an object vanished under it.
+const REPLANS: u32 = 4;
+
+fn recover_once(
+    args: &RecoverRequest,
+    store: &dyn ObjectStore,
+    root: &str,
+    target: &Target,
+) -> Result<()> {
+    let found = bucket::survey_for(store, root, bucket::Indexes::Upto(args.at_ms))?;
     let points = chain::recovery_points(&found.generations);
     if args.if_missing && points.is_empty() {
         // Said at WARN: on a first boot this is expected; on any other, a wrong --prefix would
@@ -113,8 +137,8 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
     let progress = Progress::new(point.bytes);
     let fetching = (args.parallel, &progress);
     let done = match generation.id.mode {
-        Mode::File => recover_file(store, &root, generation, &point, &target, fetching),
-        Mode::AofDir => aofdir::recover_dir(store, &root, generation, &point, &target, fetching),
+        Mode::File => recover_file(store, root, generation, &point, target, fetching),
+        Mode::AofDir => aofdir::recover_dir(store, root, generation, &point, target, fetching),
     };
     progress.finish();
     done

@@ -17,6 +17,7 @@ mod error;
 mod listing;
 #[cfg(test)]
 pub mod mem;
+mod multipart;
 mod ping;
 mod retry;
 mod tls;
@@ -27,6 +28,7 @@ pub use delete::MAX_BATCH;
 pub use error::S3Error;
 use error::{check, net_error};
 pub use listing::{Listed, parse_folder_page, parse_listing_page};
+pub use multipart::Piece;
 pub use ping::Pinger;
 pub use retry::{Backoff, retry};
 
@@ -83,6 +85,20 @@ pub trait ObjectStore: Sync {
     /// Starts downloading bytes `[start, end)` of `key` (`end > start`). The body's `len` is
     /// what the store says it sends; callers check it is the range's.
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error>;
+    /// Starts downloading `key` from byte `start` to its end (a merged object's index, whose
+    /// length only the store knows).
+    fn get_from(&self, key: &str, start: u64) -> Result<ObjectBody, S3Error> {
+        self.get_range(key, start, u64::MAX)
+    }
+    /// Puts `key` together from `pieces` in the store (a multipart upload; copied pieces never
+    /// cross the network). Every piece but the last must be at least 5 MiB
+    /// ([`crate::compaction::PART_MIN`]): AWS refuses a shorter one. One attempt.
+    fn compose(&self, key: &str, pieces: Vec<Piece<'_>>) -> Result<(), S3Error> {
+        let _ = pieces;
+        Err(S3Error::NotS3(format!(
+            "this store cannot put {key} together"
+        )))
+    }
     fn delete(&self, key: &str) -> Result<(), S3Error>;
     /// Deletes up to [`MAX_BATCH`] keys in one request; returns those the store refused, with
     /// its error code. A key that does not exist counts as deleted.
@@ -231,7 +247,12 @@ impl Store {
         let url = action.sign(PRESIGN_FOR);
         let mut request = self.agent.get(url.as_str());
         if let Some((start, end)) = range {
-            request = request.header("range", format!("bytes={start}-{}", end.saturating_sub(1)));
+            // `u64::MAX`: to the end of the object.
+            let last = match end {
+                u64::MAX => String::new(),
+                end => end.saturating_sub(1).to_string(),
+            };
+            request = request.header("range", format!("bytes={start}-{last}"));
         }
         let resp = request.call().map_err(net_error)?;
         let resp = check(resp)?;
@@ -440,5 +461,9 @@ impl ObjectStore for Store {
 
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
         self.get_object(key, Some((start, end)))
+    }
+
+    fn compose(&self, key: &str, pieces: Vec<Piece<'_>>) -> Result<(), S3Error> {
+        self.compose_object(key, pieces)
     }
 }

@@ -22,6 +22,7 @@ pub mod aofdir;
 pub mod clock;
 pub mod file;
 pub mod generation;
+pub mod merge;
 mod report;
 pub mod shipped;
 pub mod upload;
@@ -52,6 +53,8 @@ pub struct PersistRequest {
     pub metrics_file: Option<PathBuf>,
     /// `--heartbeat-url`: fetched at most once a minute while polls succeed.
     pub heartbeat_url: Option<String>,
+    /// `--compaction`: `None` when off.
+    pub compaction: Option<crate::compaction::Spans>,
 }
 
 /// `persist --retain`: the retention, applied now and then from the polling loop (persist holds
@@ -209,7 +212,15 @@ fn follow(
         max_object: args.max_object,
         objects: 0,
         bytes: 0,
+        compaction: args.compaction.clone(),
+        doomed: merge::Doomed::default(),
     };
+    // Objects a compaction replaced but had not deleted when persist stopped.
+    if let Some(p) = resume.as_ref()
+        && let Some(g) = found.generations.iter().find(|g| g.id == p.generation)
+    {
+        up.doomed.add(g.hidden.iter().map(|o| o.key(&up.root)));
+    }
     let mut retention = args
         .retain
         .map(|keep| Retention::new(keep, args.interval, args.place.describe()));
@@ -310,6 +321,7 @@ fn run_loop(
                     );
                 }
                 backoff.reset();
+                up.doomed.flush(up.store, stop_at.is_some());
                 if stop_at.is_some() {
                     log::info!(
                         "stopped; {} object(s), {} byte(s) uploaded this run",

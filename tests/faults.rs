@@ -69,7 +69,7 @@ fn verify_points(
 ) -> (usize, u64) {
     let mut bytes = 0;
     for o in s3.ranges(prefix) {
-        let got = std::fs::read(s3.object_path(prefix, &o.key)).unwrap();
+        let got = s3.object_bytes(prefix, &o);
         assert_eq!(
             &got[..],
             &log[o.start as usize..o.end as usize],

@@ -78,7 +78,7 @@ fn part_verdicts(objects: &[ObjectKey]) -> Vec<Verdict> {
                         restart = true;
                     }
                 }
-                Kind::Delta => {
+                Kind::Delta | Kind::Merged => {
                     let e = deltas.entry(o.start).or_insert(o.end);
                     *e = (*e).max(o.end);
                     // A longer retry of an object inside the chain can change its path.

@@ -40,6 +40,8 @@ generation). Stops cleanly on SIGTERM, SIGINT or SIGHUP after uploading what is 
   --retain AGE       keep the points of the last AGE (90s, 36h, 30d) and the one before;
                      delete what no kept point needs, every tenth of AGE (see petrify prune).
                      Default: keep everything
+  --compaction SPANS merge the objects of each window into one, keeping every point
+                     (default 5s,20s,1m,5m,20m,1h,4h,12h,2d,8d; `off` to disable)
   --metrics-file PATH  Prometheus text (node_exporter's textfile collector), rewritten
                      atomically after each poll
   --heartbeat-url URL  GET it at most once a minute while polls and uploads succeed

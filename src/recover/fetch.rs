@@ -18,8 +18,9 @@ use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use crate::chain::Read as Download;
 use crate::error::{Error, Exit, Result};
-use crate::layout::ObjectKey;
+use crate::layout::{Kind, ObjectKey};
 use crate::s3::{Backoff, ObjectStore, S3Error};
 
 /// Requests in flight at once unless `--parallel` says otherwise. Each small request waits on
@@ -55,7 +56,7 @@ enum Fetched {
 }
 
 /// The pieces of a chain, in order.
-fn pieces(chain: &[ObjectKey]) -> Vec<Piece> {
+fn pieces(chain: &[Download]) -> Vec<Piece> {
     let mut out = Vec::new();
     for (i, o) in chain.iter().enumerate() {
         let mut start = o.start;
@@ -79,12 +80,12 @@ fn pieces(chain: &[ObjectKey]) -> Vec<Piece> {
     out
 }
 
-/// Writes every object of `chain` (keys below `root`) at its own offset in `out`, with at most
+/// Writes every read of `chain` (keys below `root`) at its own offset in `out`, with at most
 /// `parallel` requests in flight.
 pub fn fetch_chain(
     store: &dyn ObjectStore,
     root: &str,
-    chain: &[ObjectKey],
+    chain: &[Download],
     out: &File,
     (parallel, progress): (usize, &super::progress::Progress),
 ) -> Result<()> {
@@ -172,7 +173,8 @@ pub fn fetch_chain(
                             piece.end - piece.start,
                         ));
                         if piece.end == o.end
-                            && let Some(e) = verify(o, crc.clone().finalize())
+                            && let Some(e) =
+                                verify(o, (o.start, o.end), crc.clone().finalize(), o.crc)
                         {
                             return Err(e);
                         }
@@ -230,14 +232,14 @@ pub fn crc_marks(
                 format!("object {o} holds {pos} bytes, its key says {}", o.len()),
             )));
         }
-        match verify(o, h.finalize()) {
+        match verify(o, (o.start, o.end), h.finalize(), o.crc) {
             Some(e) => Err(Failure::Fatal(e)),
             None => Ok(out),
         }
     })
 }
 
-fn write_error(o: &ObjectKey, e: &std::io::Error) -> Error {
+fn write_error(o: &Download, e: &std::io::Error) -> Error {
     Error::new(
         Exit::Io,
         format!(
@@ -248,7 +250,10 @@ fn write_error(o: &ObjectKey, e: &std::io::Error) -> Error {
 }
 
 /// Retries transient failures of one object's download; each attempt starts from scratch.
-fn with_retries<T>(o: &ObjectKey, mut attempt: impl FnMut() -> Attempt<T>) -> Result<T> {
+fn with_retries<T>(
+    o: &dyn std::fmt::Display,
+    mut attempt: impl FnMut() -> Attempt<T>,
+) -> Result<T> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match attempt() {
@@ -276,7 +281,12 @@ enum Failure {
 type Attempt<T> = std::result::Result<T, Failure>;
 
 fn get(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Attempt<crate::s3::ObjectBody> {
-    match store.get(&o.key(root)) {
+    // A merged object ends with its index: its bytes are a range of it.
+    let sent = match o.kind {
+        Kind::Merged => store.get_range(&o.key(root), 0, o.len()),
+        _ => store.get(&o.key(root)),
+    };
+    match sent {
         Ok(b) => {
             if let Some(len) = b.len
                 && len != o.len()
@@ -288,21 +298,22 @@ fn get(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Attempt<crate::s3:
             }
             Ok(b)
         }
-        Err(e) => Err(classify(o, e)),
+        Err(e) => Err(classify(o, o.start, o.end, e)),
     }
 }
 
-/// A failed request for `o`: worth another attempt, or final.
-fn classify(o: &ObjectKey, e: S3Error) -> Failure {
+/// A failed request for bytes `start..end` held by `o`: worth another attempt, or final. A
+/// missing object is [`Error::gone`]: compaction may have replaced it since the listing.
+fn classify(o: &dyn std::fmt::Display, start: u64, end: u64, e: S3Error) -> Failure {
     match e {
         e if e.is_transient() => Failure::Transient(e.to_string()),
-        e @ S3Error::Status { status: 404, .. } => Failure::Fatal(Error::new(
-            Exit::Data,
-            format!(
-                "object {o} (bytes {}..{}) is missing from the bucket: {e}",
-                o.start, o.end
-            ),
-        )),
+        e @ S3Error::Status { status: 404, .. } => Failure::Fatal(
+            Error::new(
+                Exit::Data,
+                format!("object {o} (bytes {start}..{end}) is missing from the bucket: {e}"),
+            )
+            .gone(),
+        ),
         e => Failure::Fatal(Error::s3(&format!("downloading {o}"), &e)),
     }
 }
@@ -311,39 +322,53 @@ fn classify(o: &ObjectKey, e: S3Error) -> Failure {
 fn get_range(
     store: &dyn ObjectStore,
     root: &str,
-    o: &ObjectKey,
+    o: &Download,
     (start, end): (u64, u64),
 ) -> Attempt<crate::s3::ObjectBody> {
-    let (from, to) = (start - o.start, end - o.start);
-    match store.get_range(&o.key(root), from, to) {
+    let (from, to) = o.in_object(start, end);
+    match store.get_range(&o.object.key(root), from, to) {
         Ok(b) if b.len == Some(to - from) => Ok(b),
         Ok(b) => Err(Failure::Fatal(Error::new(
             Exit::Data,
             format!(
-                "object {o}: asked for bytes {from}..{to}, the store answered with {} bytes",
+                "object {}: asked for bytes {from}..{to}, the store answered with {} bytes",
+                o.object,
                 b.len
                     .map_or("an unknown number of".to_string(), |n| n.to_string())
             ),
         ))),
-        Err(e) => Err(classify(o, e)),
+        Err(e) => Err(classify(&o.object, start, end, e)),
     }
 }
 
-fn verify(o: &ObjectKey, crc: u32) -> Option<Error> {
-    (crc != o.crc).then(|| {
+/// A whole read: a plain GET of a whole object, a ranged one of part of a merged object.
+fn get_read(store: &dyn ObjectStore, root: &str, o: &Download) -> Attempt<crate::s3::ObjectBody> {
+    match o.whole() {
+        true => get(store, root, &o.object),
+        false => get_range(store, root, o, (o.start, o.end)),
+    }
+}
+
+fn verify(
+    o: &dyn std::fmt::Display,
+    (start, end): (u64, u64),
+    crc: u32,
+    expected: u32,
+) -> Option<Error> {
+    (crc != expected).then(|| {
         Error::new(
             Exit::Data,
             format!(
-                "object {o} (bytes {}..{}) is corrupt: its CRC-32 is {crc:08x}, its key says {:08x}",
-                o.start, o.end, o.crc
+                "object {o} (bytes {start}..{end}) is corrupt: its CRC-32 is {crc:08x}, its key \
+                 or index says {expected:08x}"
             ),
         )
     })
 }
 
-fn fetch_small(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Result<Vec<u8>> {
+fn fetch_small(store: &dyn ObjectStore, root: &str, o: &Download) -> Result<Vec<u8>> {
     with_retries(o, || {
-        let body = get(store, root, o)?;
+        let body = get_read(store, root, o)?;
         let mut buf = Vec::with_capacity(o.len() as usize);
         if let Err(e) = body.reader.take(o.len() + 1).read_to_end(&mut buf) {
             return Err(Failure::Transient(format!("reading the body: {e}")));
@@ -364,7 +389,7 @@ fn fetch_small(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Result<Vec
                 o.len()
             )));
         }
-        match verify(o, crc32fast::hash(&buf)) {
+        match verify(o, (o.start, o.end), crc32fast::hash(&buf), o.crc) {
             Some(e) => Err(Failure::Fatal(e)),
             None => Ok(buf),
         }
@@ -377,13 +402,13 @@ fn fetch_small(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Result<Vec
 fn fetch_range(
     store: &dyn ObjectStore,
     root: &str,
-    o: &ObjectKey,
+    o: &Download,
     (start, end): (u64, u64),
     out: &File,
 ) -> Result<u32> {
     with_retries(o, || {
         let mut body = match (start, end) == (o.start, o.end) {
-            true => get(store, root, o)?,
+            true => get_read(store, root, o)?,
             false => get_range(store, root, o, (start, end))?,
         };
         let mut h = crc32fast::Hasher::new();
@@ -407,91 +432,4 @@ fn fetch_range(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layout::{FILE_PART, Kind, Mode};
-    use crate::recover::progress::Progress;
-    use crate::s3::mem::MemStore;
-
-    const ROOT: &str = "t/petrify-v1/";
-
-    fn data(n: usize) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_u32;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    }
-
-    /// Stores `bytes[start..end]` as one object and returns its key.
-    fn object(store: &MemStore, bytes: &[u8], (start, end): (usize, usize), t: u64) -> ObjectKey {
-        let body = &bytes[start..end];
-        let k = ObjectKey {
-            generation: 1,
-            mode: Mode::File,
-            part: FILE_PART.into(),
-            start: start as u64,
-            end: end as u64,
-            time_ms: t,
-            crc: crc32fast::hash(body),
-            kind: Kind::Delta,
-        };
-        store
-            .put(&k.key(ROOT), &mut &body[..], body.len() as u64, None)
-            .unwrap();
-        k
-    }
-
-    fn temp_file(name: &str) -> (std::path::PathBuf, File) {
-        let p = std::env::temp_dir().join(format!("petrify-fetch-{name}-{}", std::process::id()));
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
-        (p, f)
-    }
-
-    #[test]
-    fn large_objects_come_in_ranges_and_every_byte_is_proven() {
-        let bytes = data(3 * RANGE as usize + 12_345);
-        let store = MemStore::new();
-        let small = bytes.len() - 1000;
-        let chain = vec![
-            object(&store, &bytes, (0, 100), 1),
-            object(&store, &bytes, (100, small), 2),
-            object(&store, &bytes, (small, bytes.len()), 3),
-        ];
-        let p = pieces(&chain);
-        // One small, four ranges of the large object (the last one shorter), one small.
-        assert_eq!(p.len(), 6);
-        assert_eq!((p[1].start, p[1].end), (100, 100 + RANGE));
-        assert_eq!(p[4].end, small as u64);
-        for parallel in [1, 4, 32] {
-            let (path, out) = temp_file(&format!("ok{parallel}"));
-            fetch_chain(&store, ROOT, &chain, &out, (parallel, &Progress::none())).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), bytes);
-            std::fs::remove_file(&path).unwrap();
-        }
-
-        // One flipped byte in the middle of the large object: named, never accepted.
-        let mut bad = bytes.clone();
-        bad[RANGE as usize * 2] ^= 1;
-        let key = chain[1].key(ROOT);
-        let body = &bad[100..small];
-        store
-            .put(&key, &mut &body[..], body.len() as u64, None)
-            .unwrap();
-        let (path, out) = temp_file("bad");
-        let e = fetch_chain(&store, ROOT, &chain, &out, (8, &Progress::none())).unwrap_err();
-        assert_eq!(e.exit, Exit::Data);
-        assert!(e.message.contains("is corrupt"), "{}", e.message);
-        std::fs::remove_file(&path).unwrap();
-    }
-}
+mod tests;

@@ -175,7 +175,7 @@ fn read_generations(
         let listed = store
             .list(&dir)
             .map_err(|e| Error::s3(&format!("listing {dir}"), &e))?;
-        for g in chain::generations(bucket::parse_listing(root, listed)) {
+        for g in chain::generations(bucket::parse_listing(store, root, listed)) {
             let one = std::slice::from_ref(&g);
             let points = chain::recovery_points(one);
             let (Some(first), Some(newest)) = (points.first(), points.last()) else {
@@ -276,6 +276,7 @@ mod tests {
                     time_ms: 1_000_000 * g + 1000 * (i + 1),
                     crc: crc32fast::hash(b"x"),
                     kind: Kind::Delta,
+                    within: None,
                 };
                 store
                     .put(&k.key("p/petrify-v1/"), &mut &b"x"[..], 1, None)

@@ -37,8 +37,10 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
     let listed = store
         .list(&root)
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
-    let read = bucket::read_listing(&root, listed);
+    let mut read = bucket::read_listing(&root, listed);
+    bucket::open_indexes(store, &root, &mut read);
     let foreign = read.foreign;
+    let damaged = read.damaged;
     // A generation marked as being deleted is no longer history: a prune cut short, that the
     // next prune finishes.
     let gens: Vec<Generation> = chain::generations(read.objects)
@@ -87,7 +89,29 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
             objects.push(objs);
         }
     }
-    let objects: Vec<ObjectKey> = objects.into_iter().flatten().collect();
+    // What is downloaded: each object once, a merged one for all the points it holds (their
+    // CRCs were checked against its own when its index was read).
+    let mut objects: Vec<ObjectKey> = objects
+        .into_iter()
+        .flatten()
+        .map(|o| o.holder().clone())
+        .collect();
+    objects.sort_by_key(|o| {
+        (
+            o.generation,
+            o.mode,
+            o.part.clone(),
+            o.start,
+            o.end,
+            o.time_ms,
+        )
+    });
+    objects.dedup();
+    problems.extend(
+        damaged
+            .iter()
+            .map(|(k, why)| format!("object {k}: a merged object whose index is damaged: {why}")),
+    );
     let mut bytes = 0;
     if req.deep {
         let (read, found) = deep(store, &root, &objects, req.parallel);
@@ -167,7 +191,7 @@ fn deep(
     // Deltas by where they start in their part: a shorter one must be the longer's first bytes.
     type Start<'a> = (u64, crate::layout::Mode, &'a str, u64);
     let mut starting: BTreeMap<Start, Vec<&ObjectKey>> = BTreeMap::new();
-    for o in objects.iter().filter(|o| o.kind == Kind::Delta) {
+    for o in objects.iter().filter(|o| o.kind != Kind::Snap) {
         starting
             .entry((o.generation, o.mode, &o.part, o.start))
             .or_default()
@@ -175,7 +199,7 @@ fn deep(
     }
     let shorter = |o: &ObjectKey| -> Vec<&ObjectKey> {
         match o.kind {
-            Kind::Delta => starting
+            Kind::Delta | Kind::Merged => starting
                 .get(&(o.generation, o.mode, o.part.as_str(), o.start))
                 .map(|v| v.iter().copied().filter(|s| s.end < o.end).collect())
                 .unwrap_or_default(),

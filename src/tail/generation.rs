@@ -12,6 +12,7 @@ use crate::chain::{self, GenId, Generation};
 use crate::error::Result;
 use crate::layout::{self, Mode};
 
+use super::merge::{Held, held_from_chain};
 use super::shipped::{FileId, Shipped};
 use super::upload::{UploadError, Uploader, mtime_ms};
 
@@ -75,6 +76,8 @@ pub struct ResumePlan {
     /// Part name -> (end, CRC-32 of `[0, end)`). Redis manifests (rewritten, not appended) are
     /// not in it: the next tick uploads the manifest if it differs.
     pub parts: BTreeMap<String, (u64, u32)>,
+    /// Per part, the objects its chain is made of (for compaction).
+    pub held: BTreeMap<String, Vec<Held>>,
     pub last_time_ms: u64,
 }
 
@@ -92,6 +95,7 @@ pub fn resume_plan(gens: &[Generation], mode: Mode) -> std::result::Result<Resum
         ));
     }
     let mut parts = BTreeMap::new();
+    let mut held = BTreeMap::new();
     for (name, objs) in &g.parts {
         if mode == Mode::AofDir && name.ends_with(".manifest") {
             continue;
@@ -99,6 +103,7 @@ pub fn resume_plan(gens: &[Generation], mode: Mode) -> std::result::Result<Resum
         let plan = chain::plan_part(objs, u64::MAX)
             .map_err(|e| format!("generation {} cannot be continued: {e}", g.id.number))?;
         parts.insert(name.clone(), chain::chain_crc(&plan));
+        held.insert(name.clone(), held_from_chain(&plan));
     }
     if mode == Mode::File && !parts.contains_key(layout::FILE_PART) {
         return Err(format!("generation {} holds no file", g.id.number));
@@ -106,6 +111,7 @@ pub fn resume_plan(gens: &[Generation], mode: Mode) -> std::result::Result<Resum
     Ok(ResumePlan {
         generation: g.id,
         parts,
+        held,
         last_time_ms: g.last_time(),
     })
 }
@@ -150,7 +156,8 @@ impl Lifecycle {
             let resumed = Shipped::resumed(file, id, end, crc)
                 .map_err(|e| crate::error::Error::io("cannot read", &self.source, &e))?;
             match resumed {
-                Ok(s) => {
+                Ok(mut s) => {
+                    s.hold(plan.held.get(name).cloned().unwrap_or_default());
                     held.insert(name.clone(), s);
                 }
                 Err(_) => {
@@ -257,6 +264,7 @@ mod tests {
             } else {
                 Kind::Delta
             },
+            within: None,
         }
     }
 

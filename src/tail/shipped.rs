@@ -8,9 +8,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::chain::GenId;
+use crate::compaction;
 use crate::error::{Error, Exit, Result};
 
-use super::upload::{UploadError, Uploader, crc_prefix, mtime_ms};
+use super::merge::{Held, Merge};
+use super::upload::{BUFFER_LIMIT, UploadError, Uploader, crc_prefix, mtime_ms};
 use super::verify::{self, Witness};
 
 /// (device, inode): what a path refers to, so that a file renamed over it is noticed.
@@ -41,6 +43,8 @@ pub struct Shipped {
     /// Whether the generation holds this file's first object. It is uploaded even when empty,
     /// so that a file truncated to nothing, or a new empty incremental file, is in the point.
     in_bucket: bool,
+    /// The objects the uploaded prefix is made of, in order: what compaction merges.
+    held: Vec<Held>,
 }
 
 impl Shipped {
@@ -51,6 +55,7 @@ impl Shipped {
             id,
             witness: Witness::empty(),
             in_bucket: false,
+            held: Vec::new(),
         }
     }
 
@@ -72,7 +77,21 @@ impl Shipped {
             id,
             witness,
             in_bucket: true,
+            held: Vec::new(),
         }))
+    }
+
+    /// How many objects the uploaded prefix is made of.
+    #[cfg(test)]
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The objects a resumed prefix is made of (for compaction).
+    pub fn hold(&mut self, held: Vec<Held>) {
+        if held.last().map(|h| h.end) == Some(self.uploaded()) {
+            self.held = held;
+        }
     }
 
     pub fn uploaded(&self) -> u64 {
@@ -108,13 +127,46 @@ impl Shipped {
         time_ms: u64,
     ) -> std::result::Result<(), UploadError> {
         let start = self.uploaded();
+        if let Some(from) = self.merge_from(up, (start, len), time_ms) {
+            let m = Merge {
+                generation,
+                part,
+                file: &self.file,
+                inputs: &self.held[from..],
+                new: (start, len),
+                time_ms,
+            };
+            match up.put_merged(&m, &mut self.witness) {
+                Ok(merged) => {
+                    let replaced = self.held.split_off(from);
+                    up.doomed.add(
+                        replaced
+                            .iter()
+                            .filter(|h| h.whole())
+                            .map(|h| h.object.key(&up.root)),
+                    );
+                    self.held.push(merged);
+                    return Ok(());
+                }
+                // Compaction never holds a backup back: this upload goes as a plain delta,
+                // and the merge is tried again at the next window.
+                Err(e) => log::warn!(
+                    "compaction of {part} in generation {}: {}; uploading a plain delta",
+                    generation.number,
+                    match &e {
+                        UploadError::S3(e) => e.to_string(),
+                        UploadError::Read(e) => e.to_string(),
+                    }
+                ),
+            }
+        }
         let r = up.put_deltas(
             generation,
             part,
             &self.file,
             (start, len),
             time_ms,
-            &mut self.witness,
+            (&mut self.witness, &mut self.held),
         );
         // Part of a large range may be stored even if the rest failed.
         self.in_bucket |= r.is_ok() || self.uploaded() > 0;
@@ -140,6 +192,24 @@ impl Shipped {
     pub fn restart(&mut self) {
         self.witness = Witness::empty();
         self.in_bucket = false;
+        self.held.clear();
+    }
+
+    /// Where the upload of `[start, end)` at `time_ms` merges from, if it does (see
+    /// [`compaction::merge_from`]): only after a plain start, for a range small enough to
+    /// read at once, at a time after the newest held point.
+    fn merge_from(&self, up: &Uploader, (start, end): (u64, u64), time_ms: u64) -> Option<usize> {
+        let spans = up.compaction.as_ref()?;
+        let last = self.held.last()?;
+        if !self.in_bucket
+            || last.end != start
+            || end - start > BUFFER_LIMIT
+            || time_ms <= last.last_ms
+        {
+            return None;
+        }
+        let firsts: Vec<u64> = self.held.iter().map(|h| h.first_ms).collect();
+        compaction::merge_from(&firsts, last.last_ms, time_ms, spans)
     }
 
     /// Bytes on disk not uploaded yet.

@@ -24,6 +24,8 @@ use crate::layout::Mode;
 use crate::s3::ObjectStore;
 use crate::s3::mem::MemStore;
 
+mod merge;
+
 const ROOT: &str = "t/petrify-v1/";
 
 struct Scratch(PathBuf);
@@ -56,11 +58,17 @@ fn uploader(store: &MemStore) -> Uploader<'_> {
         max_object: 1 << 20,
         objects: 0,
         bytes: 0,
+        compaction: None,
+        doomed: Default::default(),
     }
 }
 
 fn generations(store: &MemStore) -> Vec<Generation> {
-    chain::generations(bucket::parse_listing(ROOT, store.list(ROOT).unwrap()))
+    chain::generations(bucket::parse_listing(
+        store,
+        ROOT,
+        store.list(ROOT).unwrap(),
+    ))
 }
 
 /// The newest generation's number and each part's bytes as of its newest point, rebuilt from
@@ -71,13 +79,20 @@ fn newest(store: &MemStore) -> (u64, BTreeMap<String, Vec<u8>>) {
     let objects = store.objects();
     let mut parts = BTreeMap::new();
     for (name, objs) in &g.parts {
-        let mut bytes = Vec::new();
-        for o in chain::plan_part(objs, u64::MAX).unwrap() {
-            bytes.extend_from_slice(&objects[&o.key(ROOT)]);
-        }
-        parts.insert(name.clone(), bytes);
+        let plan = chain::plan_part(objs, u64::MAX).unwrap();
+        parts.insert(name.clone(), rebuild(&objects, &plan));
     }
     (g.id.number, parts)
+}
+
+/// The bytes a planned chain rebuilds, from the stored objects.
+fn rebuild(objects: &BTreeMap<String, Vec<u8>>, plan: &[crate::layout::ObjectKey]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for r in chain::reads(plan) {
+        let (a, b) = r.in_object(r.start, r.end);
+        bytes.extend_from_slice(&objects[&r.object.key(ROOT)][a as usize..b as usize]);
+    }
+    bytes
 }
 
 fn append(path: &Path, bytes: &[u8]) {

@@ -10,12 +10,15 @@ use crate::chain::GenId;
 use crate::layout::{Kind, ObjectKey};
 use crate::s3::{ObjectStore, S3Error};
 
+use crate::compaction::Spans;
+
 use super::clock::Clock;
+use super::merge::{Doomed, Held};
 use super::verify::{Capture, Witness};
 
 /// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
 /// read twice (CRC, then upload), so memory stays flat whatever the range.
-const BUFFER_LIMIT: u64 = 8 << 20;
+pub(super) const BUFFER_LIMIT: u64 = 8 << 20;
 
 /// Larger ranges go up as objects of at most this size (and `max_object`), one after the other,
 /// while a helper thread computes the next one's CRC-32 (which its key needs before its first
@@ -49,6 +52,10 @@ pub struct Uploader<'a> {
     /// Objects and bytes uploaded since start (for the log and tests).
     pub objects: u64,
     pub bytes: u64,
+    /// `--compaction`: `None` when off.
+    pub compaction: Option<Spans>,
+    /// Objects replaced by merged ones, to delete.
+    pub doomed: Doomed,
 }
 
 /// Where the bytes of one upload come from.
@@ -72,7 +79,7 @@ impl Uploader<'_> {
         file: &File,
         (start, end): (u64, u64),
         time_ms: u64,
-        done: &mut Witness,
+        (done, held): (&mut Witness, &mut Vec<Held>),
     ) -> Result<(), UploadError> {
         let step = match end - start > BUFFER_LIMIT {
             true => self.max_object.min(PIPELINED_OBJECT),
@@ -96,6 +103,7 @@ impl Uploader<'_> {
             };
             let (key, capture) = self.put_delta(generation, part, src, time_ms, None)?;
             done.extend(capture, key.crc);
+            held.push(Held::delta(&key));
             return Ok(());
         }
         // One chunk's CRC ahead of the one being sent: the channel holds one, the helper
@@ -122,6 +130,7 @@ impl Uploader<'_> {
                 };
                 let (key, capture) = self.put_delta(generation, part, src, time_ms, Some(crc))?;
                 done.extend(capture, key.crc);
+                held.push(Held::delta(&key));
             }
             Ok(())
         })
@@ -231,10 +240,11 @@ fn object_key(
         time_ms,
         crc,
         kind,
+        within: None,
     }
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
@@ -262,7 +272,7 @@ pub fn crc_prefix(file: &File, end: u64) -> io::Result<u32> {
     crc_range(file, 0, end)
 }
 
-fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
+pub(super) fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = start;
@@ -278,7 +288,7 @@ fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
 /// Streams `[pos, end)` of a file by positioned reads. Ends in an error, never early: ureq would
 /// spin on a short body, and a body whose CRC no longer matches its key must not be stored, so
 /// the last read fails instead of completing the request.
-struct RangeReader<'a> {
+pub(super) struct RangeReader<'a> {
     file: &'a File,
     pos: u64,
     end: u64,
@@ -289,7 +299,20 @@ struct RangeReader<'a> {
     failed: Option<(io::ErrorKind, String)>,
 }
 
-impl RangeReader<'_> {
+impl<'a> RangeReader<'a> {
+    /// `[start, end)` of `file`, which must have CRC-32 `expect`.
+    pub(super) fn new(file: &'a File, start: u64, end: u64, expect: u32) -> RangeReader<'a> {
+        RangeReader {
+            file,
+            pos: start,
+            end,
+            hasher: crc32fast::Hasher::new(),
+            expect,
+            capture: Capture::new(start, end),
+            failed: None,
+        }
+    }
+
     fn next_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.end || buf.is_empty() {
             return Ok(0);

@@ -43,6 +43,38 @@ pub struct Stats {
     pub with_checksum: AtomicU64,
     /// Ranged GETs.
     pub ranged: AtomicU64,
+    /// GETs of objects (not listings).
+    pub gets: AtomicU64,
+    /// Bytes of request bodies of PUTs (objects and parts sent from petrify).
+    pub put_bytes: AtomicU64,
+    /// UploadPartCopy requests (parts the store copied itself).
+    pub copies: AtomicU64,
+    /// Multipart uploads refused because a part other than the last was under 5 MiB.
+    pub too_small: AtomicU64,
+    /// Part sizes per multipart upload id, for that check.
+    parts: Mutex<std::collections::HashMap<String, std::collections::BTreeMap<u32, u64>>>,
+}
+
+/// AWS's smallest part of a multipart upload, but for the last one. s3s-fs does not enforce
+/// it; AWS answers `EntityTooSmall` at CompleteMultipartUpload, and so does this proxy.
+pub const PART_MIN: u64 = 5 << 20;
+
+/// Whether a multipart upload with these part sizes (by part number) is one AWS completes.
+pub fn parts_acceptable(parts: &std::collections::BTreeMap<u32, u64>) -> bool {
+    let n = parts.len();
+    parts
+        .values()
+        .take(n.saturating_sub(1))
+        .all(|&size| size >= PART_MIN)
+}
+
+/// The value of `name` in a request target's query string.
+fn query_value(target: &str, name: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .map(str::to_string)
 }
 
 pub struct Config {
@@ -213,6 +245,10 @@ fn serve(
         let mut is_lease_get = false;
         let mut is_put = false;
         let mut has_checksum = false;
+        let mut target = String::new();
+        let mut copy_range: Option<u64> = None;
+        let mut is_copy = false;
+        let mut is_post = false;
         loop {
             let mut line = Vec::new();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -223,13 +259,30 @@ fn serve(
                 content_length = v.trim().parse().unwrap_or(0);
             }
             if head.is_empty() {
+                target = String::from_utf8_lossy(&line)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
                 let path = text.split_whitespace().nth(1).unwrap_or("");
                 let path = path.split('?').next().unwrap_or("");
                 is_object = path.contains("/petrify-v1/");
+                if is_object && text.starts_with("get ") {
+                    stats.gets.fetch_add(1, Ordering::SeqCst);
+                }
+                is_post = text.starts_with("post ");
                 is_lease_get = text.starts_with("get ") && path.ends_with("/writer.lease");
                 is_put = text.starts_with("put ");
             }
             has_checksum |= text.starts_with("x-amz-checksum-crc32:");
+            is_copy |= text.starts_with("x-amz-copy-source:");
+            if let Some(r) = text.strip_prefix("x-amz-copy-source-range:") {
+                let r = r.trim().trim_start_matches("bytes=");
+                if let Some((a, b)) = r.split_once('-') {
+                    copy_range =
+                        Some(b.parse::<u64>().unwrap_or(0) + 1 - a.parse::<u64>().unwrap_or(0));
+                }
+            }
             if text.starts_with("range:") {
                 stats.ranged.fetch_add(1, Ordering::SeqCst);
             }
@@ -248,6 +301,42 @@ fn serve(
             }
         }
         stats.requests.fetch_add(1, Ordering::SeqCst);
+        if is_put {
+            stats
+                .put_bytes
+                .fetch_add(content_length as u64, Ordering::SeqCst);
+        }
+        if is_copy {
+            stats.copies.fetch_add(1, Ordering::SeqCst);
+        }
+        let upload_id = query_value(&target, "uploadId");
+        if let (true, Some(id), Some(n)) = (is_put, &upload_id, query_value(&target, "partNumber"))
+        {
+            let size = copy_range.unwrap_or(content_length as u64);
+            stats
+                .parts
+                .lock()
+                .unwrap()
+                .entry(id.clone())
+                .or_default()
+                .insert(n.parse().unwrap_or(0), size);
+        }
+        if let (true, Some(id)) = (is_post, &upload_id) {
+            let parts = stats
+                .parts
+                .lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .unwrap_or_default();
+            if !parts_acceptable(&parts) {
+                stats.too_small.fetch_add(1, Ordering::SeqCst);
+                let mut drain = vec![0u8; content_length];
+                reader.read_exact(&mut drain)?;
+                client.write_all(s3_error(400, "EntityTooSmall").as_bytes())?;
+                continue;
+            }
+        }
         if config.down.load(Ordering::SeqCst) {
             stats.refused.fetch_add(1, Ordering::SeqCst);
             return client.shutdown(Shutdown::Both);

@@ -100,6 +100,41 @@ impl S3 {
     }
 
     /// Path of an object's bytes on the server's disk.
+    /// The bytes of the part an object holds (a merged object's index left out), read from the
+    /// server's disk.
+    pub fn object_bytes(&self, prefix: &str, o: &Obj) -> Vec<u8> {
+        let mut got = std::fs::read(self.object_path(prefix, &o.key)).expect("read an object");
+        if o.merged {
+            let len = (o.end - o.start) as usize;
+            assert!(
+                got[len..].starts_with(b"petrify-index 1\n"),
+                "{}: no index after its bytes",
+                o.key
+            );
+            got.truncate(len);
+        }
+        got
+    }
+
+    /// The objects of `prefix` less those a merged object holds too (compaction deletes them
+    /// a little later, or when persist resumes after a crash).
+    pub fn chain_ranges(&self, prefix: &str) -> Vec<Obj> {
+        let all = self.ranges(prefix);
+        all.iter()
+            .filter(|o| {
+                !all.iter().any(|m| {
+                    m.merged
+                        && m.key != o.key
+                        && (m.generation, &m.part) == (o.generation, &o.part)
+                        && m.start <= o.start
+                        && o.end <= m.end
+                        && o.time_ms <= m.time_ms
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     pub fn object_path(&self, prefix: &str, rel: &str) -> PathBuf {
         self.dir
             .path(BUCKET)
@@ -254,6 +289,8 @@ pub struct Obj {
     pub start: u64,
     pub end: u64,
     pub time_ms: u64,
+    /// A merged object (compaction): its bytes `[start, end)`, then its index.
+    pub merged: bool,
 }
 
 impl Obj {
@@ -276,6 +313,7 @@ impl Obj {
             start: s.parse().ok()?,
             end: e.parse().ok()?,
             time_ms,
+            merged: k.ends_with(".merged"),
         })
     }
 }

@@ -1,0 +1,114 @@
+//! From a planned chain to downloads: consecutive points held by one merged object become one
+//! ranged GET of it, so a point inside a month of compacted history costs as many requests as
+//! there are objects, not points.
+
+use std::fmt;
+
+use crate::layout::{Kind, ObjectKey};
+
+/// One download: bytes `[start, end)` of a part, stored from byte `at` of `object`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The object in the bucket (a delta, a snapshot, or a merged object).
+    pub object: ObjectKey,
+    pub start: u64,
+    pub end: u64,
+    /// Where `start` is in the object.
+    pub at: u64,
+    /// CRC-32 of the bytes read.
+    pub crc: u32,
+}
+
+impl Read {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the read is the whole object (a plain GET); otherwise a ranged one. A merged
+    /// object always ends with its index, so it is never read whole.
+    pub fn whole(&self) -> bool {
+        self.object.kind != Kind::Merged && self.at == 0 && self.len() == self.object.len()
+    }
+
+    /// `[from, to)` of the part (inside the read) as offsets in the object.
+    pub fn in_object(&self, from: u64, to: u64) -> (u64, u64) {
+        (from - self.start + self.at, to - self.start + self.at)
+    }
+}
+
+impl fmt::Display for Read {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.whole() {
+            true => write!(f, "{}", self.object),
+            false => write!(f, "{} (bytes {}..{})", self.object, self.start, self.end),
+        }
+    }
+}
+
+/// The downloads for `chain` (from `plan_part`), in order: consecutive points of one merged
+/// object are joined, their CRCs combined.
+pub fn reads(chain: &[ObjectKey]) -> Vec<Read> {
+    let mut out: Vec<Read> = Vec::new();
+    for o in chain {
+        let holder = o.holder();
+        if let Some(last) = out.last_mut()
+            && o.within.is_some()
+            && last.object == *holder
+            && last.end == o.start
+        {
+            last.crc = crate::crc::combine(last.crc, o.crc, o.len());
+            last.end = o.end;
+            continue;
+        }
+        out.push(Read {
+            object: holder.clone(),
+            start: o.start,
+            end: o.end,
+            at: o.start - holder.start,
+            crc: o.crc,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::tests::delta;
+    use crate::layout::index::{Entry, pieces};
+    use std::sync::Arc;
+
+    #[test]
+    fn points_of_one_merged_object_are_one_ranged_read() {
+        let data = b"0123456789abcdefghij";
+        let mut m = delta(1, 4, 16, 300);
+        m.kind = Kind::Merged;
+        m.crc = crc32fast::hash(&data[4..16]);
+        let e = |end: usize, t| Entry {
+            end: end as u64,
+            time_ms: t,
+            crc: crc32fast::hash(&data[if end == 9 { 4 } else { 9 }..end]),
+        };
+        let inside = pieces(&Arc::new(m.clone()), &[e(9, 200), e(16, 300)]);
+        let mut first = delta(1, 0, 4, 100);
+        first.crc = crc32fast::hash(&data[..4]);
+        let mut last = delta(1, 16, 20, 400);
+        last.crc = crc32fast::hash(&data[16..]);
+
+        // The newest point: three reads, the middle one all of the merged bytes.
+        let chain = vec![first.clone(), inside[0].clone(), inside[1].clone(), last];
+        let r = reads(&chain);
+        assert_eq!(r.len(), 3);
+        assert!(r[0].whole() && r[2].whole());
+        assert!(!r[1].whole(), "a merged object carries its index: ranged");
+        assert_eq!((r[1].start, r[1].end, r[1].at), (4, 16, 0));
+        assert_eq!(r[1].crc, m.crc);
+        assert_eq!(r[1].in_object(4, 16), (0, 12));
+
+        // A point inside it: the prefix only, its CRC from the index.
+        let r = reads(&[first, inside[0].clone()]);
+        assert_eq!((r[1].start, r[1].end), (4, 9));
+        assert_eq!(r[1].crc, crc32fast::hash(&data[4..9]));
+        assert_eq!(r[1].object.key(""), m.key(""));
+    }
+}

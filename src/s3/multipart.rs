@@ -1,0 +1,214 @@
+//! Objects put together in the store (compaction): CreateMultipartUpload, one UploadPart per
+//! part sent from here or UploadPartCopy per part copied from an object already stored, then
+//! CompleteMultipartUpload. Every `x-amz-copy-source` header is signed into the presigned URL
+//! (rusty-s3 signs what is in `headers_mut()`), as S3 requires of `x-amz-` headers.
+
+use std::io::Read;
+
+use rusty_s3::S3Action;
+
+use super::error::{check, net_error};
+use super::{PRESIGN_FOR, S3Error, Store};
+
+/// A part of an object the store puts together (see [`super::ObjectStore::compose`]).
+pub enum Piece<'a> {
+    /// Bytes `[from, to)` of the object `key` (a full key), copied by the store.
+    Copy { key: String, from: u64, to: u64 },
+    /// `len` bytes read from `body`.
+    Send { body: &'a mut dyn Read, len: u64 },
+}
+
+impl Store {
+    /// One attempt at `key` made of `pieces`; on any failure the upload is aborted (best
+    /// effort: a bucket lifecycle rule for incomplete uploads collects what an abort missed).
+    pub(super) fn compose_object(&self, key: &str, pieces: Vec<Piece<'_>>) -> Result<(), S3Error> {
+        let creds = self.credentials.get()?;
+        let url = self
+            .bucket
+            .create_multipart_upload(Some(&creds), key)
+            .sign(PRESIGN_FOR);
+        self.sending(1);
+        let mut resp = check(
+            self.agent
+                .post(url.as_str())
+                .send_empty()
+                .map_err(net_error)?,
+        )?;
+        let text = read_text(&mut resp)?;
+        let created =
+            rusty_s3::actions::CreateMultipartUpload::parse_response(&text).map_err(|_| {
+                S3Error::NotS3("the answer to CreateMultipartUpload could not be read".into())
+            })?;
+        let upload_id = created.upload_id().to_string();
+        let result = self.send_parts(key, &upload_id, pieces);
+        if result.is_err() {
+            let url = self
+                .bucket
+                .abort_multipart_upload(Some(&creds), key, &upload_id)
+                .sign(PRESIGN_FOR);
+            self.sending(3);
+            if let Err(e) = self
+                .agent
+                .delete(url.as_str())
+                .call()
+                .map_err(net_error)
+                .and_then(check)
+            {
+                log::debug!("aborting the multipart upload of {key}: {e}");
+            }
+        }
+        result
+    }
+
+    fn send_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        pieces: Vec<Piece<'_>>,
+    ) -> Result<(), S3Error> {
+        let mut etags: Vec<String> = Vec::with_capacity(pieces.len());
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let number = u16::try_from(i + 1)
+                .map_err(|_| S3Error::NotS3("more parts than a multipart upload takes".into()))?;
+            let creds = self.credentials.get()?;
+            let mut action = self
+                .bucket
+                .upload_part(Some(&creds), key, number, upload_id);
+            self.sending(1);
+            let etag = match piece {
+                Piece::Copy {
+                    key: from_key,
+                    from,
+                    to,
+                } => {
+                    let source = format!("/{}/{}", self.bucket.name(), encode_key(&from_key));
+                    let range = format!("bytes={from}-{}", to - 1);
+                    action
+                        .headers_mut()
+                        .insert("x-amz-copy-source", source.clone());
+                    action
+                        .headers_mut()
+                        .insert("x-amz-copy-source-range", range.clone());
+                    let url = action.sign(PRESIGN_FOR);
+                    let mut resp = check(
+                        self.agent
+                            .put(url.as_str())
+                            .header("x-amz-copy-source", &source)
+                            .header("x-amz-copy-source-range", &range)
+                            .send_empty()
+                            .map_err(net_error)?,
+                    )?;
+                    // A copy can fail after its 200 has been sent: the error is in the body.
+                    let text = read_text(&mut resp)?;
+                    xml_etag(&text).ok_or_else(|| copy_failed(&text))?
+                }
+                Piece::Send { body, len } => {
+                    let url = action.sign(PRESIGN_FOR);
+                    let resp = check(
+                        self.agent
+                            .put(url.as_str())
+                            .header("content-length", len.to_string())
+                            .send(ureq::SendBody::from_reader(body))
+                            .map_err(net_error)?,
+                    )?;
+                    resp.headers()
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            S3Error::NotS3("an uploaded part came back without an ETag".into())
+                        })?
+                }
+            };
+            etags.push(etag);
+        }
+        let creds = self.credentials.get()?;
+        let action = self.bucket.complete_multipart_upload(
+            Some(&creds),
+            key,
+            upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(PRESIGN_FOR);
+        let body = action.body();
+        self.sending(1);
+        let mut resp = check(
+            self.agent
+                .post(url.as_str())
+                .send(body.as_bytes())
+                .map_err(net_error)?,
+        )?;
+        let text = read_text(&mut resp)?;
+        if text.contains("<Error>") {
+            return Err(copy_failed(&text));
+        }
+        Ok(())
+    }
+}
+
+fn read_text(resp: &mut ureq::http::Response<ureq::Body>) -> Result<String, S3Error> {
+    resp.body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .map_err(net_error)
+}
+
+/// The ETag in a CopyPartResult.
+fn xml_etag(text: &str) -> Option<String> {
+    if text.contains("<Error>") {
+        return None;
+    }
+    let start = text.find("<ETag>")? + "<ETag>".len();
+    let end = start + text[start..].find("</ETag>")?;
+    Some(text[start..end].replace("&quot;", "\""))
+}
+
+/// An error S3 put in the body of a 200 (AWS does so for copies and completions).
+fn copy_failed(text: &str) -> S3Error {
+    let tag = |t: &str| {
+        let start = text.find(&format!("<{t}>"))? + t.len() + 2;
+        let end = start + text[start..].find(&format!("</{t}>"))?;
+        Some(text[start..end].to_string())
+    };
+    match tag("Code") {
+        Some(code) => S3Error::Status {
+            status: 500,
+            code: Some(code),
+            message: tag("Message"),
+            skew_s: None,
+        },
+        None => S3Error::NotS3("a copy or completion answered without a result".into()),
+    }
+}
+
+/// A key as `x-amz-copy-source` wants it: URL-encoded, slashes kept.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_answers_and_keys() {
+        let ok = "<?xml version=\"1.0\"?><CopyPartResult><LastModified>x</LastModified>\
+                  <ETag>&quot;abc&quot;</ETag></CopyPartResult>";
+        assert_eq!(xml_etag(ok).as_deref(), Some("\"abc\""));
+        let bad = "<Error><Code>InternalError</Code><Message>try again</Message></Error>";
+        assert_eq!(xml_etag(bad), None);
+        let e = copy_failed(bad);
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(encode_key("a b/c+d.e"), "a%20b/c%2Bd.e");
+    }
+}

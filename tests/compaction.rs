@@ -1,0 +1,292 @@
+//! Compaction against a real s3s-fs, through the test proxy (which counts requests and bytes,
+//! and refuses a multipart upload with a part but the last under 5 MiB, as AWS does):
+//! thousands of points keep their times and bytes, recovering any of them takes few GETs,
+//! large objects are copied by the store instead of sent again, and SIGKILL at any moment of
+//! a compacting persist leaves every point recoverable.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::proxy::{PART_MIN, Proxy, parts_acceptable};
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn persist_compacting(
+    s3: &S3,
+    endpoint: &str,
+    prefix: &str,
+    file: &std::path::Path,
+    interval: &str,
+    spans: &str,
+) -> Proc {
+    let mut c = s3.persist_cmd(endpoint, prefix, file, interval);
+    c.args(["--compaction", spans]);
+    spawn(c)
+}
+
+/// Recovers the point at `unix` (as `list` prints it) and returns its bytes and the object GETs
+/// it cost through `proxy`.
+fn recover_at(s3: &S3, proxy: &Proxy, work: &Scratch, prefix: &str, unix: &str) -> (Vec<u8>, u64) {
+    let out_path = work.path(&format!("r-{prefix}-{unix}"));
+    let before = proxy.stats.gets.load(Ordering::SeqCst);
+    let out = s3
+        .petrify()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .args([
+            "recover",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            prefix,
+            "--at-timestamp",
+            unix,
+        ])
+        .arg("--file")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "recover {unix}: {}",
+        text(&out.stderr)
+    );
+    let gets = proxy.stats.gets.load(Ordering::SeqCst) - before;
+    let bytes = std::fs::read(&out_path).unwrap();
+    std::fs::remove_file(&out_path).unwrap();
+    (bytes, gets)
+}
+
+#[test]
+fn thousands_of_points_keep_their_times_and_bytes() {
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 7, 0.0);
+    let work = Scratch::new("compaction");
+    let file = work.path("log");
+    std::fs::write(&file, b"").unwrap();
+    let p = persist_compacting(
+        &s3,
+        &proxy.endpoint(),
+        "many",
+        &file,
+        "0.01",
+        "100ms,500ms,2s,10s",
+    );
+    // About 20 seconds of small writes, a few milliseconds apart.
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(20) {
+        append(
+            &file,
+            format!("SET key:{i} {}\n", "v".repeat((i % 17) as usize)).as_bytes(),
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let content = std::fs::read(&file).unwrap();
+    wait_for("every byte uploaded", T, || {
+        s3.list("many").last().map(|p| p.bytes) == Some(content.len() as u64)
+    });
+    let out = p.terminate(T);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("plain delta"),
+        "a merge failed: {}",
+        out.stderr
+    );
+
+    let points = s3.list("many");
+    let objects = s3.keys("many").len();
+    eprintln!(
+        "{} writes, {} points, {objects} objects in the bucket",
+        i,
+        points.len()
+    );
+    assert!(points.len() >= 1000, "{} points", points.len());
+    assert!(
+        objects * 10 < points.len(),
+        "{objects} objects for {} points",
+        points.len()
+    );
+    assert_eq!(proxy.stats.too_small.load(Ordering::SeqCst), 0);
+
+    // At least 200 points, spread over the whole run, each recovers to the file's prefix.
+    let step = (points.len() / 200).max(1);
+    let mut most_gets = 0;
+    let mut checked = 0;
+    for (k, point) in points.iter().enumerate() {
+        if k % step != 0 && k + 1 != points.len() {
+            continue;
+        }
+        let (bytes, gets) = recover_at(&s3, &proxy, &work, "many", &point.unix);
+        assert_eq!(
+            bytes,
+            &content[..point.bytes as usize],
+            "point {}",
+            point.rfc3339
+        );
+        most_gets = most_gets.max(gets);
+        checked += 1;
+    }
+    eprintln!("{checked} points recovered exactly, at most {most_gets} GETs each");
+    assert!(checked >= 200, "{checked}");
+    assert!(most_gets <= 40, "a point took {most_gets} GETs");
+
+    // verify --deep reads every merged object and its index: all is well.
+    let v = s3.run(&["verify", "--bucket", BUCKET, "--prefix", "many", "--deep"]);
+    assert!(v.status.success(), "{}{}", text(&v.stdout), text(&v.stderr));
+}
+
+#[test]
+fn large_objects_are_copied_by_the_store_not_sent_again() {
+    const M: usize = 1 << 20;
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 11, 0.0);
+    let work = Scratch::new("copies");
+    let file = work.path("log");
+    std::fs::write(&file, b"").unwrap();
+    let p = persist_compacting(&s3, &proxy.endpoint(), "big", &file, "0.1", "4s,8s");
+    // Three 6 MiB appends, each its own delta, then small ones until two windows have passed.
+    for k in 0..3u8 {
+        s3.append_and_wait("big", &file, &vec![b'a' + k; 6 * M]);
+    }
+    let stored_before = proxy.stats.put_bytes.load(Ordering::SeqCst);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        append(&file, b"small write\n");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let content = std::fs::read(&file).unwrap();
+    wait_for("every byte uploaded", T, || {
+        s3.list("big").last().map(|p| p.bytes) == Some(content.len() as u64)
+    });
+    let out = p.terminate(T);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("plain delta"),
+        "a merge failed: {}",
+        out.stderr
+    );
+
+    let sent_after = proxy.stats.put_bytes.load(Ordering::SeqCst) - stored_before;
+    let copies = proxy.stats.copies.load(Ordering::SeqCst);
+    let ranges = s3.ranges("big");
+    let largest = ranges.iter().map(|o| o.end - o.start).max().unwrap_or(0);
+    eprintln!(
+        "{} bytes stored, {sent_after} bytes sent after the large deltas, {copies} parts copied, \
+         largest object {largest} bytes, {} objects",
+        content.len(),
+        ranges.len()
+    );
+    assert!(copies >= 3, "{copies} parts copied");
+    assert!(
+        largest >= 18 * M as u64,
+        "the large deltas were merged: {largest}"
+    );
+    assert!(
+        sent_after < 2 * M as u64,
+        "{sent_after} bytes sent again: the large deltas were not copied"
+    );
+    assert_eq!(proxy.stats.too_small.load(Ordering::SeqCst), 0);
+    let out_path = work.path("back");
+    let r = s3.recover("big", &out_path, &[]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert!(
+        std::fs::read(&out_path).unwrap() == content,
+        "recovered bytes differ"
+    );
+}
+
+#[test]
+fn the_proxy_refuses_short_parts_before_the_last() {
+    let parts = |sizes: &[u64]| {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (i as u32 + 1, s))
+            .collect::<std::collections::BTreeMap<u32, u64>>()
+    };
+    assert!(parts_acceptable(&parts(&[PART_MIN, PART_MIN, 1])));
+    assert!(parts_acceptable(&parts(&[1])));
+    assert!(!parts_acceptable(&parts(&[PART_MIN - 1, PART_MIN])));
+    assert!(!parts_acceptable(&parts(&[PART_MIN, 10, 10])));
+}
+
+#[test]
+fn sigkill_while_compacting_leaves_every_point_recoverable() {
+    let s3 = S3::start();
+    let work = Scratch::new("kill-compaction");
+    let file = work.path("log");
+    std::fs::write(&file, b"").unwrap();
+    let mut rng = Rng(std::env::var("PETRIFY_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42)
+        | 1);
+    let rounds: u64 = std::env::var("PETRIFY_TORTURE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let mut i = 0u64;
+    for round in 0..rounds {
+        let p = persist_compacting(&s3, &s3.endpoint(), "kill", &file, "0.02", "1s,2s,4s");
+        let until = Instant::now() + Duration::from_millis(1500 + rng.below(2500));
+        while Instant::now() < until {
+            append(&file, format!("round {round} write {i}\n").as_bytes());
+            i += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        p.kill();
+        // Every point the bucket lists is whole and recovers to the file's prefix.
+        let v = s3.run(&["verify", "--bucket", BUCKET, "--prefix", "kill", "--deep"]);
+        assert!(
+            v.status.success(),
+            "round {round}: {}{}",
+            text(&v.stdout),
+            text(&v.stderr)
+        );
+        let content = std::fs::read(&file).unwrap();
+        let points = s3.list("kill");
+        for point in [points.first(), points.get(points.len() / 2), points.last()]
+            .into_iter()
+            .flatten()
+        {
+            let out_path = work.path("back");
+            let _ = std::fs::remove_file(&out_path);
+            let r = s3.recover("kill", &out_path, &["--at-timestamp", &point.unix]);
+            assert!(r.status.success(), "round {round}: {}", text(&r.stderr));
+            let got = std::fs::read(&out_path).unwrap();
+            assert!(
+                got == content[..point.bytes as usize],
+                "round {round}: point {} differs",
+                point.rfc3339
+            );
+        }
+    }
+    // A last clean run finishes the deletions a killed persist left: the bucket holds no
+    // object that a merged one replaces.
+    let p = persist_compacting(&s3, &s3.endpoint(), "kill", &file, "0.02", "1s,2s,4s");
+    wait_for("resumed", T, || p.log().contains("resuming generation"));
+    let out = p.terminate(T);
+    assert!(out.status.success(), "{}", out.stderr);
+    let ranges = s3.ranges("kill");
+    let merged: Vec<&Obj> = ranges
+        .iter()
+        .filter(|o| o.key.ends_with(".merged"))
+        .collect();
+    let inside = ranges
+        .iter()
+        .filter(|o| {
+            merged.iter().any(|m| {
+                m.key != o.key
+                    && m.part == o.part
+                    && m.start <= o.start
+                    && o.end <= m.end
+                    && o.time_ms <= m.time_ms
+            })
+        })
+        .count();
+    assert_eq!(inside, 0, "objects left inside merged ones: {ranges:?}");
+}
