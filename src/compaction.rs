@@ -26,6 +26,9 @@ pub const DEFAULT_SPANS: &str = "5s,20s,1m,5m,20m,1h,4h,12h,2d,8d";
 pub const PART_MIN: u64 = 5 << 20;
 /// AWS's largest part (and largest single PUT).
 pub const PART_MAX: u64 = 5 << 30;
+/// A delta larger than this (a catch-up after an outage, a large first upload) is copied
+/// rather than sent again at its first merge.
+pub const SEND_AT_MOST: u64 = 64 << 20;
 
 /// The window lengths, in milliseconds, smallest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,17 +161,24 @@ pub enum Part {
     Send { first: usize, end: usize },
 }
 
-/// How to put a merged object together from inputs of `lens` bytes (in order), followed by new
-/// bytes and the index (always in the last part, which is a `Send`). Inputs of [`PART_MIN`]
-/// or more are copied by the store, the rest sent from the file; a sent run that is not the
-/// last part and is shorter than [`PART_MIN`] takes in the inputs after it until it is not,
-/// so that no part but the last is under AWS's minimum. A single `Send` means one PUT.
-pub fn plan_parts(lens: &[u64]) -> Vec<Part> {
+/// How to put a merged object together from `inputs` (their lengths, and whether each may be
+/// copied), in order, followed by new bytes and the index (always in the last part, which is
+/// a `Send`). Copyable inputs of [`PART_MIN`] or more are copied by the store, the rest sent
+/// from the file; a sent run that is not the last part and is shorter than [`PART_MIN`] takes
+/// in the inputs after it until it is not, so that no part but the last is under AWS's
+/// minimum. A single `Send` means one PUT.
+///
+/// The caller says a delta may not be copied unless it is very large ([`SEND_AT_MOST`]): a
+/// delta's bytes are sent a second time at its first merge, and only copied after that, so a
+/// busy log's bytes cross the network twice at most, and a merge of plain deltas costs no
+/// request beyond the upload it rides on.
+pub fn plan_parts(inputs: &[(u64, bool)]) -> Vec<Part> {
+    let lens: Vec<u64> = inputs.iter().map(|&(len, _)| len).collect();
     let mut parts: Vec<Part> = Vec::new();
     let mut run: Option<(usize, u64)> = None; // (first input, bytes) of the open sent run
-    for (i, &len) in lens.iter().enumerate() {
+    for (i, &(len, copyable)) in inputs.iter().enumerate() {
         let short_run = run.is_some_and(|(_, bytes)| bytes < PART_MIN);
-        if len < PART_MIN || short_run {
+        if len < PART_MIN || !copyable || short_run {
             let (first, bytes) = run.unwrap_or((i, 0));
             run = Some((first, bytes + len));
             continue;
@@ -186,12 +196,20 @@ pub fn plan_parts(lens: &[u64]) -> Vec<Part> {
             });
         }
     }
-    let first = run.map_or(lens.len(), |(first, _)| first);
+    let first = run.map_or(inputs.len(), |(first, _)| first);
     parts.push(Part::Send {
         first,
         end: lens.len(),
     });
     parts
+}
+
+/// The inputs of [`plan_parts`] for objects of `lens` bytes, each a delta or not.
+pub fn copyable(lens_and_deltas: impl IntoIterator<Item = (u64, bool)>) -> Vec<(u64, bool)> {
+    lens_and_deltas
+        .into_iter()
+        .map(|(len, delta)| (len, !delta || len > SEND_AT_MOST))
+        .collect()
 }
 
 #[cfg(test)]
@@ -275,15 +293,45 @@ mod tests {
         assert!(most >= 25, "{most}: the simulation is not what it claims");
     }
 
+    fn all(lens: &[u64]) -> Vec<(u64, bool)> {
+        lens.iter().map(|&l| (l, true)).collect()
+    }
+
+    #[test]
+    fn deltas_are_sent_again_once_merged_objects_copied() {
+        const M: u64 = 1 << 20;
+        // Three 6 MiB deltas and a merged object of 20 MiB: the deltas go in the last part.
+        let inputs = copyable([(20 * M, false), (6 * M, true), (6 * M, true), (6 * M, true)]);
+        assert_eq!(
+            plan_parts(&inputs),
+            [
+                Part::Copy {
+                    input: 0,
+                    from: 0,
+                    to: 20 * M
+                },
+                Part::Send { first: 1, end: 4 },
+            ]
+        );
+        // A catch-up delta of 100 MiB is copied all the same.
+        assert!(matches!(
+            plan_parts(&copyable([(100 * M, true)]))[0],
+            Part::Copy { .. }
+        ));
+    }
+
     #[test]
     fn parts_copy_large_inputs_and_never_leave_a_short_part_before_the_last() {
         const M: u64 = 1 << 20;
         // All small: one PUT.
-        assert_eq!(plan_parts(&[M, M, M]), [Part::Send { first: 0, end: 3 }]);
-        assert_eq!(plan_parts(&[]), [Part::Send { first: 0, end: 0 }]);
+        assert_eq!(
+            plan_parts(&all(&[M, M, M])),
+            [Part::Send { first: 0, end: 3 }]
+        );
+        assert_eq!(plan_parts(&all(&[])), [Part::Send { first: 0, end: 0 }]);
         // Large inputs copied, small ones sent, the last part carries the new bytes.
         assert_eq!(
-            plan_parts(&[6 * M, 7 * M, M]),
+            plan_parts(&all(&[6 * M, 7 * M, M])),
             [
                 Part::Copy {
                     input: 0,
@@ -300,7 +348,7 @@ mod tests {
         );
         // A short run before a large input takes it in (and what follows, while still short).
         assert_eq!(
-            plan_parts(&[M, 6 * M, 8 * M]),
+            plan_parts(&all(&[M, 6 * M, 8 * M])),
             [
                 Part::Send { first: 0, end: 2 },
                 Part::Copy {
@@ -312,7 +360,7 @@ mod tests {
             ]
         );
         // A 12 GiB input: three equal copies, each under the largest part.
-        let parts = plan_parts(&[12 << 30]);
+        let parts = plan_parts(&all(&[12 << 30]));
         assert_eq!(parts.len(), 4);
         assert!(
             parts[..3]
@@ -332,7 +380,7 @@ mod tests {
                     (x >> 33) % (12 * M)
                 })
                 .collect();
-            let parts = plan_parts(&lens);
+            let parts = plan_parts(&all(&lens));
             let (mut next, mut within) = (0usize, 0u64);
             for (k, p) in parts.iter().enumerate() {
                 let size = match *p {

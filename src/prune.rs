@@ -158,7 +158,14 @@ fn drop_generation(
     let what = format!("generation {}", g.id.number);
     crate::s3::retry(4, || store.put(&mark, &mut &b""[..], 0, None))
         .map_err(|e| Error::s3(&format!("marking {what} as being deleted"), &e))?;
-    let keys: Vec<String> = g.stored().iter().map(|o| o.key(root)).collect();
+    // With the objects a merged one replaced but a crash left behind: none may outlive the
+    // generation, or its points would come back once the mark is gone.
+    let keys: Vec<String> = g
+        .stored()
+        .into_iter()
+        .chain(&g.hidden)
+        .map(|o| o.key(root))
+        .collect();
     for (i, batch) in keys.chunks(MAX_BATCH).enumerate() {
         let refused = match store.delete_many(batch) {
             Ok(r) => r,

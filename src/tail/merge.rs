@@ -187,8 +187,11 @@ impl Uploader<'_> {
         capture.feed(start, &fresh);
         let fresh_crc = crc32fast::hash(&fresh);
 
-        let lens: Vec<u64> = m.inputs.iter().map(Held::len).collect();
-        let parts = compaction::plan_parts(&lens);
+        let parts = compaction::plan_parts(&compaction::copyable(
+            m.inputs
+                .iter()
+                .map(|h| (h.len(), h.object.kind != Kind::Merged)),
+        ));
         // Bytes sent from the file must still be the ones in the bucket.
         for p in &parts {
             if let Part::Send { first, end } = *p

@@ -47,8 +47,9 @@ pub struct Stats {
     pub gets: AtomicU64,
     /// Bytes of request bodies of PUTs (objects and parts sent from petrify).
     pub put_bytes: AtomicU64,
-    /// UploadPartCopy requests (parts the store copied itself).
+    /// UploadPartCopy requests (parts the store copied itself), and the bytes they copied.
     pub copies: AtomicU64,
+    pub copied_bytes: AtomicU64,
     /// Multipart uploads refused because a part other than the last was under 5 MiB.
     pub too_small: AtomicU64,
     /// Part sizes per multipart upload id, for that check.
@@ -313,6 +314,9 @@ fn serve(
         if let (true, Some(id), Some(n)) = (is_put, &upload_id, query_value(&target, "partNumber"))
         {
             let size = copy_range.unwrap_or(content_length as u64);
+            if copy_range.is_some() {
+                stats.copied_bytes.fetch_add(size, Ordering::SeqCst);
+            }
             stats
                 .parts
                 .lock()
