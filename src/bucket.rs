@@ -35,6 +35,8 @@ pub struct Bucketed {
     pub dropping: Vec<Generation>,
     /// The next unused generation number.
     pub next_number: u64,
+    /// Merged objects whose index could not be used (their points are not offered).
+    pub damaged: Vec<ObjectKey>,
 }
 
 /// Lists the prefix once. A permanent error (credentials, bucket) is fatal to the caller.
@@ -75,6 +77,7 @@ pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<
         generations,
         dropping,
         next_number,
+        damaged: read.damaged.into_iter().map(|(k, _)| k).collect(),
     })
 }
 

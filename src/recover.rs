@@ -98,6 +98,17 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
     }
 }
 
+fn damaged_index(k: &layout::ObjectKey) -> Error {
+    Error::new(
+        Exit::Data,
+        format!(
+            "the index of merged object {k} is damaged: the point asked for may be one of the \
+             points it holds, which cannot be located; `petrify verify` names the damage and \
+             `petrify list` the points that can be recovered"
+        ),
+    )
+}
+
 /// How many times recover lists and plans again when an object vanished under it.
 const REPLANS: u32 = 4;
 
@@ -120,7 +131,26 @@ fn recover_once(
         );
         return Ok(());
     }
-    let point = choose_point(&points, args.at_ms, &args.place)?;
+    // A merged object whose index is damaged may hold the point asked for, or points between
+    // it and the one that would be chosen: never hand an older state back as if it were it.
+    let unreadable = |p: Option<&chain::RecoveryPoint>| {
+        found.damaged.iter().find(|k| {
+            p.is_none_or(|p| {
+                (k.generation, k.mode) == (p.generation.number, p.generation.mode)
+                    && k.time_ms > p.time_ms
+            })
+        })
+    };
+    let point = match choose_point(&points, args.at_ms, &args.place) {
+        Ok(p) => p,
+        Err(e) => match unreadable(None) {
+            Some(k) => return Err(damaged_index(k)),
+            None => return Err(e),
+        },
+    };
+    if let Some(k) = unreadable(Some(&point)) {
+        return Err(damaged_index(k));
+    }
     let Some(generation) = found.generations.iter().find(|g| g.id == point.generation) else {
         return Err(Error::new(
             Exit::Software,
