@@ -10,7 +10,7 @@ mod check;
 mod reads;
 
 pub use check::{BrokenPoint, check_points};
-pub use reads::{Read, reads};
+pub use reads::{Read, reads, runs};
 
 /// A generation is named by its number and mode (two writers could, in a damaged bucket, have
 /// used one number with two modes: they are kept apart, never merged).

@@ -216,7 +216,7 @@ fn damaged_chains_fail_with_no_output_and_the_old_file_untouched() {
     let work = Scratch::new("damage");
     let file = work.path("log");
     std::fs::write(&file, b"first object\n").unwrap();
-    let p = s3.persist("d", &file, "0.1");
+    let p = s3.persist_deltas("d", &file, "0.1");
     wait_for("first upload", T, || s3.uploaded_end("d") == Some(13));
     s3.append_and_wait("d", &file, b"second object\n");
     s3.append_and_wait("d", &file, b"third object\n");

@@ -208,7 +208,7 @@ fn list_shows_only_recoverable_points_and_names_the_missing_bytes() {
     let work = Scratch::new("broken");
     let file = work.path("log");
     std::fs::write(&file, b"").unwrap();
-    let p = s3.persist("broken", &file, "0.1");
+    let p = s3.persist_deltas("broken", &file, "0.1");
     let mut states = Vec::new();
     for i in 0..5 {
         states.push(s3.append_and_wait("broken", &file, format!("line {i}\n").as_bytes()));

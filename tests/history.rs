@@ -13,7 +13,7 @@ const T: Duration = Duration::from_secs(30);
 fn five_deltas(s3: &S3, work: &Scratch, prefix: &str) -> Vec<u8> {
     let file = work.path(prefix);
     std::fs::write(&file, b"").unwrap();
-    let p = s3.persist(prefix, &file, "0.05");
+    let p = s3.persist_deltas(prefix, &file, "0.05");
     let mut content = Vec::new();
     for i in 0..5 {
         content = s3.append_and_wait(prefix, &file, format!("line {i} of {prefix}\n").as_bytes());
@@ -348,7 +348,7 @@ fn status_for_monitoring_live_stalled_broken_empty() {
     assert_eq!(status(&s3, "st", &[]).0, 66);
 
     std::fs::write(&file, b"one\n").unwrap();
-    let p = s3.persist("st", &file, "0.05");
+    let p = s3.persist_deltas("st", &file, "0.05");
     s3.append_and_wait("st", &file, b"two\n");
     let (code, out, err) = status(&s3, "st", &["--file", f, "--max-lag", "1", "--json"]);
     assert_eq!(code, 0, "{out}{err}");

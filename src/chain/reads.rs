@@ -3,6 +3,7 @@
 //! there are objects, not points.
 
 use std::fmt;
+use std::ops::Range;
 
 use crate::layout::{Kind, ObjectKey};
 
@@ -45,30 +46,45 @@ impl fmt::Display for Read {
     }
 }
 
-/// The downloads for `chain` (from `plan_part`), in order: consecutive points of one merged
-/// object are joined, their CRCs combined.
-pub fn reads(chain: &[ObjectKey]) -> Vec<Read> {
-    let mut out: Vec<Read> = Vec::new();
-    for o in chain {
-        let holder = o.holder();
+/// `chain` (from `plan_part`) cut into runs of consecutive points held by one object: one run
+/// per object the chain stands on.
+pub fn runs(chain: &[ObjectKey]) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (i, o) in chain.iter().enumerate() {
         if let Some(last) = out.last_mut()
             && o.within.is_some()
-            && last.object == *holder
-            && last.end == o.start
+            && chain[last.start].holder() == o.holder()
+            && chain[i - 1].end == o.start
         {
-            last.crc = crate::crc::combine(last.crc, o.crc, o.len());
-            last.end = o.end;
+            last.end = i + 1;
             continue;
         }
-        out.push(Read {
-            object: holder.clone(),
-            start: o.start,
-            end: o.end,
-            at: o.start - holder.start,
-            crc: o.crc,
-        });
+        out.push(i..i + 1);
     }
     out
+}
+
+/// The downloads for `chain` (from `plan_part`), in order: the consecutive points of one
+/// merged object are one read, their CRCs combined.
+pub fn reads(chain: &[ObjectKey]) -> Vec<Read> {
+    runs(chain)
+        .into_iter()
+        .map(|run| {
+            let points = &chain[run];
+            let (first, last) = (&points[0], &points[points.len() - 1]);
+            let holder = first.holder();
+            Read {
+                object: holder.clone(),
+                start: first.start,
+                end: last.end,
+                at: first.start - holder.start,
+                crc: points
+                    .iter()
+                    .skip(1)
+                    .fold(first.crc, |crc, o| crate::crc::combine(crc, o.crc, o.len())),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -76,31 +76,28 @@ impl Held {
 
 /// The chain a resumed part continues (from `plan_part`), as the objects it is made of.
 pub fn held_from_chain(chain: &[ObjectKey]) -> Vec<Held> {
-    let mut out: Vec<Held> = Vec::new();
-    for o in chain {
-        let holder = o.holder();
-        if let Some(last) = out.last_mut()
-            && o.within.is_some()
-            && last.object == *holder
-            && last.end == o.start
-        {
-            last.crc = crate::crc::combine(last.crc, o.crc, o.len());
-            last.end = o.end;
-            last.last_ms = o.time_ms;
-            if let Some(e) = last.entries.as_mut() {
-                e.push(index::of_delta(o));
-                if e.len() > KEEP_ENTRIES {
-                    last.entries = None;
-                }
+    crate::chain::runs(chain)
+        .into_iter()
+        .zip(crate::chain::reads(chain))
+        .map(|(run, read)| {
+            let points = &chain[run];
+            let entries = match read.object.kind {
+                // Seen whole, not through its index: read when merged again.
+                Kind::Merged if points[0].within.is_none() => None,
+                _ if points.len() > KEEP_ENTRIES => None,
+                _ => Some(points.iter().map(index::of_delta).collect()),
+            };
+            Held {
+                object: read.object,
+                start: read.start,
+                end: read.end,
+                crc: read.crc,
+                first_ms: points[0].time_ms,
+                last_ms: points[points.len() - 1].time_ms,
+                entries,
             }
-            continue;
-        }
-        out.push(Held {
-            object: holder.clone(),
-            ..Held::delta(o)
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// Keys to delete, batched.

@@ -199,6 +199,15 @@ impl S3 {
         self.persist_via(&self.endpoint(), prefix, file, interval)
     }
 
+    /// Starts `petrify persist` with `--compaction off`: every upload stays an object of its
+    /// own, for tests that damage one delta of a chain on purpose (a merge at a window's end,
+    /// which comes at any moment, would otherwise take it in).
+    pub fn persist_deltas(&self, prefix: &str, file: &Path, interval: &str) -> Proc {
+        let mut c = self.persist_cmd(&self.endpoint(), prefix, file, interval);
+        c.args(["--compaction", "off"]);
+        spawn(c)
+    }
+
     /// Starts `petrify persist` in the background, talking to `endpoint` (a proxy).
     pub fn persist_via(&self, endpoint: &str, prefix: &str, file: &Path, interval: &str) -> Proc {
         spawn(self.persist_cmd(endpoint, prefix, file, interval))
