@@ -289,6 +289,7 @@ mod tests {
             }
             most = most.max(held.len());
         }
+        eprintln!("a month at one point a second: at most {most} objects held");
         assert!(most <= 40, "{most} objects held at most");
         assert!(most >= 25, "{most}: the simulation is not what it claims");
     }

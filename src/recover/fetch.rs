@@ -35,6 +35,11 @@ const WINDOW: usize = 64;
 const SMALL: u64 = 512 << 10;
 /// Larger objects are fetched in pieces of this size (the last one shorter).
 pub const RANGE: u64 = 8 << 20;
+/// Ranged pieces of large objects in flight at once, whatever `--parallel`: each streams at a
+/// connection's full rate, so a few fill the link and more only cost CPU. Under a 50 MiB/s
+/// per-connection cap on 2 CPUs, 64 streams recovered 1 GiB in 5.0 s, 32 in 4.1 s
+/// (bench/RESULTS.md); small objects, which wait on latency, keep every worker.
+const RANGED_AT_ONCE: usize = 16;
 /// Attempts per piece before a transient failure is final.
 const ATTEMPTS: u32 = 6;
 
@@ -92,12 +97,16 @@ pub fn fetch_chain(
     struct Window {
         next_fetch: usize,
         written: usize,
+        /// Ranged pieces being fetched.
+        ranged: usize,
         abort: bool,
     }
     let pieces = pieces(chain);
+    let is_ranged = |i: usize| chain[pieces[i].object].len() > SMALL;
     let state = Mutex::new(Window {
         next_fetch: 0,
         written: 0,
+        ranged: 0,
         abort: false,
     });
     let wake = Condvar::new();
@@ -106,14 +115,15 @@ pub fn fetch_chain(
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(pieces.len()) {
             let tx = tx.clone();
-            let (state, wake, pieces) = (&state, &wake, &pieces);
+            let (state, wake, pieces, is_ranged) = (&state, &wake, &pieces, &is_ranged);
             scope.spawn(move || {
                 loop {
                     let i = {
                         let Ok(mut w) = state.lock() else { return };
                         while !w.abort
                             && w.next_fetch < pieces.len()
-                            && w.next_fetch >= w.written + WINDOW
+                            && (w.next_fetch >= w.written + WINDOW
+                                || (is_ranged(w.next_fetch) && w.ranged >= RANGED_AT_ONCE))
                         {
                             w = match wake.wait(w) {
                                 Ok(w) => w,
@@ -123,6 +133,7 @@ pub fn fetch_chain(
                         if w.abort || w.next_fetch >= pieces.len() {
                             return;
                         }
+                        w.ranged += usize::from(is_ranged(w.next_fetch));
                         w.next_fetch += 1;
                         w.next_fetch - 1
                     };
@@ -131,8 +142,13 @@ pub fn fetch_chain(
                     let r = if o.len() <= SMALL {
                         fetch_small(store, root, o).map(Fetched::Bytes)
                     } else {
-                        fetch_range(store, root, o, (piece.start, piece.end), out)
-                            .map(Fetched::Written)
+                        let r = fetch_range(store, root, o, (piece.start, piece.end), out)
+                            .map(Fetched::Written);
+                        if let Ok(mut w) = state.lock() {
+                            w.ranged -= 1;
+                        }
+                        wake.notify_all();
+                        r
                     };
                     if tx.send((i, r)).is_err() {
                         return;
