@@ -149,15 +149,24 @@ impl Shipped {
                     return Ok(());
                 }
                 // Compaction never holds a backup back: this upload goes as a plain delta,
-                // and the merge is tried again at the next window.
-                Err(e) => log::warn!(
-                    "compaction of {part} in generation {}: {}; uploading a plain delta",
-                    generation.number,
-                    match &e {
-                        UploadError::S3(e) => e.to_string(),
-                        UploadError::Read(e) => e.to_string(),
-                    }
-                ),
+                // and the merge is tried again at the next window. Said at WARN when it will
+                // fail again (a store refusing multipart copies, bytes that changed); a
+                // network error is the polling loop's to report.
+                Err(e) => {
+                    let (why, again) = match &e {
+                        UploadError::S3(e) => (e.to_string(), !e.is_transient()),
+                        UploadError::Read(e) => (e.to_string(), true),
+                    };
+                    let level = match again {
+                        true => log::Level::Warn,
+                        false => log::Level::Info,
+                    };
+                    log::log!(
+                        level,
+                        "compaction of {part} in generation {}: {why}; uploading a plain delta",
+                        generation.number
+                    );
+                }
             }
         }
         let r = up.put_deltas(
