@@ -23,6 +23,8 @@ mod part;
 mod progress;
 mod status;
 mod target;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 pub use list::{ListRequest, Window, list};
