@@ -83,19 +83,24 @@ pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<
 
 /// Parses a listing into our keys (those of generations being deleted left out), warning once
 /// about keys that are not ours (they are ignored, never touched) and about objects whose size
-/// disagrees with their key.
+/// disagrees with their key. Also returns the merged objects whose index cannot be used.
 pub fn parse_listing(
     store: &dyn ObjectStore,
     root: &str,
     listed: Vec<crate::s3::Listed>,
-) -> Vec<ObjectKey> {
+) -> (Vec<ObjectKey>, Vec<ObjectKey>) {
     let mut read = read_listing(root, listed);
     open_indexes(store, root, &mut read);
     warn_foreign(root, &read.foreign);
-    read.objects
-        .into_iter()
-        .filter(|o| !read.dropping.contains(&(o.generation, o.mode)))
-        .collect()
+    let live = |o: &ObjectKey| !read.dropping.contains(&(o.generation, o.mode));
+    let damaged = read
+        .damaged
+        .iter()
+        .map(|(k, _)| k.clone())
+        .filter(live)
+        .collect();
+    let objects = read.objects.iter().filter(|o| live(o)).cloned().collect();
+    (objects, damaged)
 }
 
 fn warn_foreign(root: &str, foreign: &[(String, &'static str)]) {

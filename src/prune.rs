@@ -138,7 +138,14 @@ pub fn apply(
     let p = plan(&found.generations, &found.dropping, cutoff_ms);
     for g in &p.drop {
         let marked = found.dropping.iter().any(|d| d.id == g.id);
-        drop_generation(store, root, g, marked)?;
+        // Merged objects whose index cannot be read hold no listed point, but must not
+        // outlive the generation's mark either.
+        let unreadable: Vec<&ObjectKey> = found
+            .damaged
+            .iter()
+            .filter(|k| (k.generation, k.mode) == (g.id.number, g.id.mode))
+            .collect();
+        drop_generation(store, root, g, &unreadable, marked)?;
     }
     match p.drop.is_empty() {
         true => log::debug!("retention: nothing to delete under {where_}"),
@@ -152,6 +159,7 @@ fn drop_generation(
     store: &dyn ObjectStore,
     root: &str,
     g: &Generation,
+    unreadable: &[&ObjectKey],
     already_marked: bool,
 ) -> Result<()> {
     let mark = format!("{root}{}", layout::dropping_key(g.id.number, g.id.mode));
@@ -164,6 +172,7 @@ fn drop_generation(
         .stored()
         .into_iter()
         .chain(&g.hidden)
+        .chain(unreadable.iter().copied())
         .map(|o| o.key(root))
         .collect();
     for (i, batch) in keys.chunks(MAX_BATCH).enumerate() {

@@ -73,7 +73,7 @@ pub struct ListRequest {
 /// from the keys of the listing: no extra request.
 pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
     let root = req.place.root();
-    let gens = read_generations(store, &root, &req.window)?;
+    let (gens, damaged) = read_generations(store, &root, &req.window)?;
     let (good, broken) = chain::check_points(&gens, chain::recovery_points(&gens));
     let (points, broken) = req.window.select(good, broken);
     if points.is_empty() && broken.is_empty() {
@@ -105,8 +105,28 @@ pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> 
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(Error::new(Exit::Io, format!("cannot write the list: {e}"))),
     }
-    if broken.is_empty() {
+    // A merged object whose index cannot be read hides the points it holds: the list is
+    // short of them, which must not look like a whole history.
+    let unreadable = match damaged.first() {
+        None => String::new(),
+        Some(k) => format!(
+            "; {} merged object(s) have a damaged index and the points they hold are not \
+             listed (first {k}; `petrify verify` names them)",
+            damaged.len()
+        ),
+    };
+    if broken.is_empty() && damaged.is_empty() {
         return Ok(());
+    }
+    if broken.is_empty() {
+        return Err(Error::new(
+            Exit::Data,
+            format!(
+                "the {} point(s) listed under {} can be recovered{unreadable}",
+                points.len(),
+                req.place.describe()
+            ),
+        ));
     }
     for b in broken.iter().take(BROKEN_SHOWN) {
         eprintln!(
@@ -128,7 +148,7 @@ pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> 
         format!(
             "{} of {} recovery point(s) under {} cannot be recovered: objects of \
              their chains are missing from the bucket (a lifecycle rule, or a deletion by hand); \
-             the {} listed can",
+             the {} listed can{unreadable}",
             broken.len(),
             broken.len() + points.len(),
             req.place.describe(),
@@ -149,9 +169,17 @@ fn read_generations(
     store: &dyn ObjectStore,
     root: &str,
     window: &Window,
-) -> Result<Vec<Generation>> {
+) -> Result<(Vec<Generation>, Vec<layout::ObjectKey>)> {
     if window.is_all() {
-        return Ok(bucket::survey(store, root)?.generations);
+        let found = bucket::survey(store, root)?;
+        let live = |k: &&layout::ObjectKey| {
+            found
+                .generations
+                .iter()
+                .any(|g| (g.id.number, g.id.mode) == (k.generation, k.mode))
+        };
+        let damaged = found.damaged.iter().filter(live).cloned().collect();
+        return Ok((found.generations, damaged));
     }
     let folders = store
         .list_folders(root)
@@ -170,22 +198,25 @@ fn read_generations(
         dirs.reverse();
     }
     let mut gens = Vec::new();
+    let mut damaged = Vec::new();
     let mut shown = 0usize;
     for (_, dir) in dirs {
         let listed = store
             .list(&dir)
             .map_err(|e| Error::s3(&format!("listing {dir}"), &e))?;
-        for g in chain::generations(bucket::parse_listing(store, root, listed)) {
+        let (objects, unreadable) = bucket::parse_listing(store, root, listed);
+        damaged.extend(unreadable);
+        for g in chain::generations(objects) {
             let one = std::slice::from_ref(&g);
             let points = chain::recovery_points(one);
             let (Some(first), Some(newest)) = (points.first(), points.last()) else {
                 continue;
             };
             if newest_first && window.since_ms.is_some_and(|s| newest.time_ms < s) {
-                return Ok(sorted(gens));
+                return Ok((sorted(gens), damaged));
             }
             if !newest_first && window.until_ms.is_some_and(|u| first.time_ms > u) {
-                return Ok(sorted(gens));
+                return Ok((sorted(gens), damaged));
             }
             let (good, _) = chain::check_points(one, points);
             shown += good.iter().filter(|p| window.holds_time(p.time_ms)).count();
@@ -195,7 +226,7 @@ fn read_generations(
             break;
         }
     }
-    Ok(sorted(gens))
+    Ok((sorted(gens), damaged))
 }
 
 fn sorted(mut gens: Vec<Generation>) -> Vec<Generation> {
@@ -318,5 +349,71 @@ mod tests {
             ..w
         };
         assert_eq!(run(until), ("1,1".into(), 3));
+    }
+
+    /// The newest object, a merged one whose index is damaged: nothing after it breaks, but
+    /// its points are missing from the list, and list says so with status 65 (in both ways
+    /// of reading the prefix); prune deletes it with its generation.
+    #[test]
+    fn a_damaged_index_at_the_end_is_not_a_whole_history() {
+        use crate::layout::{FILE_PART, Kind, ObjectKey};
+        use crate::s3::mem::MemStore;
+
+        let store = MemStore::new();
+        let root = "p/petrify-v1/";
+        let key = |start: u64, end: u64, time_ms: u64, data: &[u8], kind| ObjectKey {
+            generation: 1,
+            mode: Mode::File,
+            part: FILE_PART.into(),
+            start,
+            end,
+            time_ms,
+            crc: crc32fast::hash(data),
+            kind,
+            within: None,
+        };
+        let first = key(0, 4, 1000, b"one\n", Kind::Delta);
+        store
+            .put(&first.key(root), &mut &b"one\n"[..], 4, None)
+            .unwrap();
+        let merged = key(4, 8, 3000, b"two\n", Kind::Merged);
+        let body = b"two\npetrify-index 1\n8 2000 00000000\n";
+        store
+            .put(&merged.key(root), &mut &body[..], body.len() as u64, None)
+            .unwrap();
+        for window in [
+            Window::default(),
+            Window {
+                last: Some(5),
+                ..Window::default()
+            },
+        ] {
+            let req = ListRequest {
+                place: Place {
+                    bucket: "b".into(),
+                    prefix: "p".into(),
+                },
+                window,
+            };
+            let mut out = Vec::new();
+            let e = list(&req, &store, &mut out).unwrap_err();
+            assert_eq!(e.exit, Exit::Data, "{}", e.message);
+            assert!(e.message.contains("damaged index"), "{}", e.message);
+            assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+        }
+        // A newer generation, and retention past everything: generation 1 goes, the damaged
+        // object with it.
+        let mut next = key(0, 4, 5000, b"new\n", Kind::Delta);
+        next.generation = 2;
+        store
+            .put(&next.key(root), &mut &b"new\n"[..], 4, None)
+            .unwrap();
+        crate::prune::apply(&store, root, u64::MAX, "here")
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert!(
+            store.objects().keys().all(|k| !k.ends_with(".merged")),
+            "{:?}",
+            store.objects().keys()
+        );
     }
 }

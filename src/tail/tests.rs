@@ -64,11 +64,7 @@ fn uploader(store: &MemStore) -> Uploader<'_> {
 }
 
 fn generations(store: &MemStore) -> Vec<Generation> {
-    chain::generations(bucket::parse_listing(
-        store,
-        ROOT,
-        store.list(ROOT).unwrap(),
-    ))
+    chain::generations(bucket::parse_listing(store, ROOT, store.list(ROOT).unwrap()).0)
 }
 
 /// The newest generation's number and each part's bytes as of its newest point, rebuilt from
