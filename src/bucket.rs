@@ -181,7 +181,11 @@ fn keep_whole(read: &mut Read, at: Option<u64>) {
 /// missing bytes, never as wrong ones. A merged object gone since the listing (compaction
 /// replaced it) is simply left out.
 pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) {
-    let merged = std::mem::take(&mut read.merged);
+    // A generation being deleted shows no point: its merged objects are only keys to delete.
+    let (merged, dropping): (Vec<_>, Vec<_>) = std::mem::take(&mut read.merged)
+        .into_iter()
+        .partition(|(k, _)| !read.dropping.contains(&(k.generation, k.mode)));
+    read.objects.extend(dropping.into_iter().map(|(k, _)| k));
     if merged.is_empty() {
         return;
     }
