@@ -19,6 +19,7 @@ mod listing;
 pub mod mem;
 mod multipart;
 mod ping;
+mod resolve;
 mod retry;
 mod tls;
 
@@ -217,7 +218,11 @@ impl Store {
             .build();
         Ok(Store {
             sent: Default::default(),
-            agent: ureq::Agent::new_with_config(config),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                resolve::KeptResolver::default(),
+            ),
             bucket,
             credentials: {
                 let p = credentials::Provider::new(cfg.credentials.clone(), tls)
