@@ -153,6 +153,7 @@ pub fn timed(cmd: Command) -> Sample {
         };
     }
     run.stdout(Stdio::null()).stderr(Stdio::piped());
+    settle();
     let start = Instant::now();
     let out = run.output().expect("run /usr/bin/time (apt install time)");
     let secs = start.elapsed().as_secs_f64();
@@ -188,8 +189,17 @@ pub fn random_file(path: &Path, size: u64) {
     f.sync_all().expect("sync the input");
 }
 
-/// Puts `file` in the page cache (`cold == false`) or drops it from there.
+/// Writes every dirty page to disk, so that a timed run never shares the disk with the
+/// writeback of the run before it (a peer's 1 GiB just stored by s3s-fs): without it the first
+/// tool of a row, petrify, read its cold input while 2-3 GiB were being written out.
+pub fn settle() {
+    let ok = Command::new("sync").status().is_ok_and(|s| s.success());
+    assert!(ok, "sync failed");
+}
+
+/// Puts `file` in the page cache (`cold == false`) or drops it from there, after [`settle`].
 pub fn cache(file: &Path, cold: bool) {
+    settle();
     if cold {
         let ok = Command::new("dd")
             .arg(format!("if={}", file.display()))
