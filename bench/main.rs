@@ -34,6 +34,8 @@ struct Opts {
     deltas: usize,
     seconds: u64,
     smoke: bool,
+    /// `--only WORD`: only the rows whose name holds WORD (to look into one case).
+    only: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -43,6 +45,7 @@ fn opts() -> Opts {
         deltas: 10_000,
         seconds: 60,
         smoke: false,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -59,15 +62,17 @@ fn opts() -> Opts {
                     deltas: 200,
                     seconds: 2,
                     smoke: true,
+                    only: None,
                 }
             }
             "--runs" => o.runs = num("--runs") as usize,
             "--mib" => o.mib = num("--mib"),
             "--deltas" => o.deltas = num("--deltas") as usize,
             "--seconds" => o.seconds = num("--seconds"),
+            "--only" => o.only = args.next(),
             "--bench" => {} // cargo bench passes it
             other => panic!(
-                "unknown argument {other:?}: --smoke, --runs N, --mib N, --deltas N, --seconds N"
+                "unknown argument {other:?}: --smoke, --runs N, --mib N, --deltas N, --seconds N, --only WORD"
             ),
         }
     }
@@ -95,6 +100,8 @@ fn main() {
 
     let mut t = Table::default();
     let gib = format!("{} MiB", o.mib);
+    // The recover rows of N MiB read what the upload rows stored: `--only MiB` runs both.
+    let want = |row: &str| o.only.as_deref().is_none_or(|w| row.contains(w));
     for round in 1..=o.runs {
         eprintln!("bench: round {round}");
         for cold in [false, true] {
@@ -102,6 +109,9 @@ fn main() {
                 "upload {gib}, {}",
                 if cold { "cold cache" } else { "warm cache" }
             );
+            if !want(&row) {
+                continue;
+            }
             t.add(&row, "petrify", upload_petrify(&s3, &big, size, cold));
             for p in &peers {
                 // Gone first, or rclone would see it there and skip the upload.
@@ -117,6 +127,9 @@ fn main() {
                 capped.endpoint(),
             ),
         ] {
+            if !want(&label) {
+                continue;
+            }
             let out = work.path("out");
             t.add(
                 &label,
@@ -135,6 +148,9 @@ fn main() {
                 slow.endpoint(),
             ),
         ] {
+            if !want(&label) {
+                continue;
+            }
             let out = work.path("out");
             t.add(
                 &label,
@@ -149,9 +165,16 @@ fn main() {
                 );
             }
         }
-        measure::steady(&s3, &work, Duration::from_secs(o.seconds), &mut t);
-        measure::idle(&s3, &work, Duration::from_secs(o.seconds), &mut t);
-        month::month(&s3, &work, Duration::from_secs(o.seconds), &mut t);
+        let window = Duration::from_secs(o.seconds);
+        if want("steady 1 MiB/s") {
+            measure::steady(&s3, &work, window, &mut t);
+        }
+        if want("idle") {
+            measure::idle(&s3, &work, window, &mut t);
+        }
+        if want("simulated month") {
+            month::month(&s3, &work, window, &mut t);
+        }
     }
     print!("{}", t.render(&names, &machine(&peers)));
 }

@@ -59,6 +59,8 @@ pub struct Table {
 
 impl Table {
     pub fn add(&mut self, row: &str, tool: &str, s: Sample) {
+        // Each sample on stderr: the table keeps only medians.
+        eprintln!("bench: {row} / {tool}: {:.3}", s.value);
         self.put(row, tool, s.value, s.unit);
         // Memory targets are petrify's; the peers' is not what this table is for.
         if let (Some(kib), "petrify") = (s.rss_kib, tool) {
