@@ -186,7 +186,8 @@ fn upload_petrify(s3: &S3, file: &Path, size: u64, cold: bool) -> Sample {
     measure::cache(file, cold);
     let start = Instant::now();
     let mut cmd = s3.persist_cmd(&s3.endpoint(), "big", file, "0.05");
-    cmd.env("RUST_LOG", "info");
+    // debug: one line per object acknowledged, for the steps printed below.
+    cmd.env("RUST_LOG", "info,petrify=debug");
     let p = spawn(cmd);
     wait_for("the upload", Duration::from_secs(900), || {
         s3.uploaded_end("big") == Some(size)
@@ -195,7 +196,34 @@ fn upload_petrify(s3: &S3, file: &Path, size: u64, cold: bool) -> Sample {
     let rss = measure::peak_rss_kib(p.pid());
     let exit = p.terminate(Duration::from_secs(30));
     assert!(exit.status.success(), "persist failed: {}", exit.stderr);
+    eprintln!("bench: petrify's steps, ms: {}", steps(&exit.stderr));
     Sample::time(secs).rss(rss)
+}
+
+/// From persist's log: ms from its first line to the generation's start, then to each object
+/// acknowledged after the one before (where an upload's time goes).
+fn steps(log: &str) -> String {
+    // "[2026-11-28T14:52:27.536Z DEBUG] ...": the time of day in ms.
+    let ms = |line: &str| -> Option<f64> {
+        let t = line.get(12..24)?;
+        let mut f = t.split(':').map(|x| x.parse::<f64>().ok());
+        Some(((f.next()?? * 60.0 + f.next()??) * 60.0 + f.next()??) * 1000.0)
+    };
+    let mut out = Vec::new();
+    let mut prev: Option<f64> = None;
+    for line in log.lines() {
+        let Some(t) = ms(line) else { continue };
+        let step = line.contains("starting generation") || line.contains("] uploaded ");
+        match prev {
+            None => prev = Some(t),
+            Some(p) if step => {
+                out.push(format!("{:.0}", t - p));
+                prev = Some(t);
+            }
+            Some(_) => {}
+        }
+    }
+    out.join(" ")
 }
 
 /// Times `petrify recover` of `prefix` into `out` through `endpoint`; checks the bytes.
