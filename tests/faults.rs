@@ -165,9 +165,12 @@ fn flaky_network_then_a_long_outage_lose_nothing() {
         rss1 < rss0 + 8 * 1024,
         "memory grew from {rss0} to {rss1} KiB during the outage"
     );
-    // Two intervals, plus the time the catch-up request itself takes on a loaded machine.
+    // Two intervals, plus the time the catch-up itself takes on a loaded machine: usually
+    // 0.01-0.4 s, but 1.20 s and 1.55 s in two CI runs on 2 CPUs (the catch-up may carry a
+    // merge of the window left during the outage). What this guards against is a backoff that
+    // outgrows the interval (5 s and more), which 3 s still catches.
     assert!(
-        caught_up.as_secs_f64() <= 2.0 * interval + 1.0,
+        caught_up.as_secs_f64() <= 2.0 * interval + 2.5,
         "caught up only {caught_up:?} after S3 returned"
     );
     assert!(out.err().contains("S3 is reachable again"), "{}", out.err());
