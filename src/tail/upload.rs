@@ -29,7 +29,8 @@ pub(super) const BUFFER_LIMIT: u64 = 8 << 20;
 /// [`PIPELINE_GROWTH`] times larger, up to [`PIPELINED_OBJECT`] (and `max_object`): every
 /// object costs a round trip and the store's own finishing, so fewer is faster, while a failed
 /// upload sends its whole object again, so not too large. 1 GiB went up in 2.36 s as 16
-/// objects of 64 MiB, in 2.2 s as 16, 64, 256, 256, 256 and 176 MiB (bench/RESULTS.md).
+/// objects of 64 MiB, in 2.2 s as 16, 64, 256, 256, 256 and 176 MiB (times from persist's
+/// own log, page cache warm; bench/RESULTS.md has the benchmark's medians).
 const FIRST_PIPELINED: u64 = 16 << 20;
 const PIPELINE_GROWTH: u64 = 4;
 const PIPELINED_OBJECT: u64 = 256 << 20;
