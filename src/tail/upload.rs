@@ -20,29 +20,30 @@ use super::verify::{Capture, Witness};
 /// read twice (CRC, then upload), so memory stays flat whatever the range.
 pub(super) const BUFFER_LIMIT: u64 = 8 << 20;
 
-/// Larger ranges go up as several objects, one after the other, while a helper thread computes
-/// the next one's CRC-32 (which its key needs before its first byte is sent). From a file not
-/// in the page cache (a base written long ago, a catch-up after an outage), reading for the CRC
-/// then overlaps sending instead of preceding it. The objects carry one time: one point.
+/// Larger ranges go up as several objects, one after the other, while a helper thread reads
+/// ahead computing CRC-32s (an object's key needs its CRC before its first byte is sent). The
+/// helper hashes the range in granules of [`GRANULE`]; whenever the sender is free, the next
+/// object is every granule the helper has finished (CRCs combined), up to [`PIPELINED_OBJECT`]
+/// and `max_object`, or the next one to finish. Reading for the CRC then overlaps sending, and
+/// the sender waits only when the disk is slower than the wire: objects grow as far as the
+/// reading is ahead (from a warm cache, 8 MiB and then 256 MiB ones), and stay near a granule
+/// while the disk is the slower side, so a slow patch of the disk never leaves the wire idle
+/// waiting for a large object's CRC. The objects carry one time: one point.
 ///
-/// The first object is small, so that sending starts after a short read; each next one is
-/// [`PIPELINE_GROWTH`] times larger, up to [`PIPELINED_OBJECT`] (and `max_object`): every
-/// object costs a round trip and the store's own finishing, so fewer is faster, while a failed
-/// upload sends its whole object again, so not too large. 1 GiB went up in 2.36 s as 16
-/// objects of 64 MiB, in 2.2 s as 16, 64, 256, 256, 256 and 176 MiB (times from persist's
-/// own log, page cache warm; bench/RESULTS.md has the benchmark's medians).
-const FIRST_PIPELINED: u64 = 16 << 20;
-const PIPELINE_GROWTH: u64 = 4;
+/// Fewer objects are faster (each costs a round trip and the store's own finishing), while a
+/// failed upload sends its whole object again, hence the cap.
+const GRANULE: u64 = 8 << 20;
 const PIPELINED_OBJECT: u64 = 256 << 20;
 
-/// The objects `[start, end)` goes up as: one per `max_object` bytes for a range small enough
-/// to be read into memory, else growing ones (see [`FIRST_PIPELINED`]).
-fn objects_of(start: u64, end: u64, max_object: u64) -> Vec<(u64, u64)> {
-    let max_object = max_object.max(1);
-    let mut step = match end - start > BUFFER_LIMIT {
-        true => FIRST_PIPELINED.min(max_object),
+/// The pieces `[start, end)` is read and hashed in: ranges that fit in memory go up as one
+/// object per `max_object` bytes, read once; larger ones are hashed by the helper in granules
+/// (see [`GRANULE`]) that [`join`] puts together into objects.
+fn pieces_of(start: u64, end: u64, max_object: u64) -> Vec<(u64, u64)> {
+    let step = match end - start > BUFFER_LIMIT {
+        true => GRANULE.min(max_object),
         false => max_object,
-    };
+    }
+    .max(1);
     let mut out = Vec::new();
     let mut from = start;
     loop {
@@ -52,12 +53,26 @@ fn objects_of(start: u64, end: u64, max_object: u64) -> Vec<(u64, u64)> {
         if from >= end {
             return out;
         }
-        if end - start > BUFFER_LIMIT {
-            step = (step * PIPELINE_GROWTH)
-                .min(PIPELINED_OBJECT)
-                .min(max_object);
-        }
     }
+}
+
+/// What the helper computed of `[start, end)` of the file: its CRC-32 state.
+struct Hashed {
+    start: u64,
+    end: u64,
+    hasher: crc32fast::Hasher,
+}
+
+/// Adds the granule that follows `object` to it if the two fit in `limit` bytes; otherwise
+/// gives the granule back, to start the next object. Pure.
+fn join(object: &mut Hashed, next: Hashed, limit: u64) -> Option<Hashed> {
+    debug_assert_eq!(next.start, object.end, "granules come in order");
+    if next.end - object.start > limit {
+        return Some(next);
+    }
+    object.hasher.combine(&next.hasher);
+    object.end = next.end;
+    None
 }
 
 /// Why an upload did not complete. Both are retried by the polling loop: S3 with backoff, a
@@ -114,43 +129,64 @@ impl Uploader<'_> {
         time_ms: u64,
         (done, held): (&mut Witness, &mut Vec<Held>),
     ) -> Result<(), UploadError> {
-        let chunks = objects_of(start, end, self.max_object);
-        if let [(from, to)] = chunks[..] {
-            let src = Source {
-                file,
-                start: from,
-                end: to,
-            };
-            let (key, capture) = self.put_delta(generation, part, src, time_ms, None)?;
-            done.extend(capture, key.crc);
-            held.push(Held::delta(&key));
-            return Ok(());
-        }
-        // One chunk's CRC ahead of the one being sent: the channel holds one, the helper
-        // computes the next.
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<u32>>(1);
-            let ahead = &chunks;
-            scope.spawn(move || {
-                for &(a, b) in ahead {
-                    if tx.send(crc_range(file, a, b)).is_err() {
-                        return;
-                    }
-                }
-            });
-            for &(from, to) in &chunks {
-                let crc = rx
-                    .recv()
-                    .map_err(|_| UploadError::Read(io::Error::other("the CRC helper stopped")))?
-                    .map_err(UploadError::Read)?;
+        let pieces = pieces_of(start, end, self.max_object);
+        if end - start <= BUFFER_LIMIT {
+            for &(from, to) in &pieces {
                 let src = Source {
                     file,
                     start: from,
                     end: to,
                 };
+                let (key, capture) = self.put_delta(generation, part, src, time_ms, None)?;
+                done.extend(capture, key.crc);
+                held.push(Held::delta(&key));
+            }
+            return Ok(());
+        }
+        let limit = PIPELINED_OBJECT.min(self.max_object).max(1);
+        let depth = (limit / GRANULE.min(self.max_object).max(1)).max(1) as usize;
+        let stopped = || UploadError::Read(io::Error::other("the CRC helper stopped"));
+        std::thread::scope(|scope| {
+            // The helper reads at most one object's worth of granules ahead of the sender.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Hashed>>(depth);
+            let granules = &pieces;
+            scope.spawn(move || {
+                for &(a, b) in granules {
+                    let hashed = hash_range(file, a, b).map(|hasher| Hashed {
+                        start: a,
+                        end: b,
+                        hasher,
+                    });
+                    if tx.send(hashed).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut carried: Option<Hashed> = None;
+            let mut from = start;
+            while from < end {
+                let mut object = match carried.take() {
+                    Some(granule) => granule,
+                    None => rx
+                        .recv()
+                        .map_err(|_| stopped())?
+                        .map_err(UploadError::Read)?,
+                };
+                // Every granule already hashed joins, as far as the object may grow.
+                while carried.is_none() {
+                    let Ok(next) = rx.try_recv() else { break };
+                    carried = join(&mut object, next.map_err(UploadError::Read)?, limit);
+                }
+                let src = Source {
+                    file,
+                    start: object.start,
+                    end: object.end,
+                };
+                let crc = object.hasher.finalize();
                 let (key, capture) = self.put_delta(generation, part, src, time_ms, Some(crc))?;
                 done.extend(capture, key.crc);
                 held.push(Held::delta(&key));
+                from = object.end;
             }
             Ok(())
         })
@@ -295,6 +331,11 @@ pub fn crc_prefix(file: &File, end: u64) -> io::Result<u32> {
 }
 
 pub(super) fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
+    hash_range(file, start, end).map(crc32fast::Hasher::finalize)
+}
+
+/// CRC-32 state of `[start, end)` of a file, to combine with others.
+fn hash_range(file: &File, start: u64, end: u64) -> io::Result<crc32fast::Hasher> {
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = start;
@@ -304,7 +345,7 @@ pub(super) fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
         h.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(h.finalize())
+    Ok(h)
 }
 
 /// Streams `[pos, end)` of a file by positioned reads. Ends in an error, never early: ureq would
@@ -370,26 +411,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_ranges_go_up_as_growing_objects() {
+    fn large_ranges_are_hashed_in_granules() {
         const M: u64 = 1 << 20;
         let sizes = |start, end, max| -> Vec<u64> {
-            let objects = objects_of(start, end, max);
+            let pieces = pieces_of(start, end, max);
             // In order, each starting where the one before ended, covering the range.
-            assert_eq!(objects.first().map(|o| o.0), Some(start));
-            assert_eq!(objects.last().map(|o| o.1), Some(end));
-            assert!(objects.windows(2).all(|w| w[0].1 == w[1].0));
-            objects.iter().map(|(a, b)| (b - a) / M).collect()
+            assert_eq!(pieces.first().map(|o| o.0), Some(start));
+            assert_eq!(pieces.last().map(|o| o.1), Some(end));
+            assert!(pieces.windows(2).all(|w| w[0].1 == w[1].0));
+            pieces.iter().map(|(a, b)| (b - a) / M).collect()
         };
         let big = 5 << 30;
-        assert_eq!(sizes(0, 1024 * M, big), [16, 64, 256, 256, 256, 176]);
-        assert_eq!(sizes(7, 7 + 100 * M, big), [16, 64, 20]);
+        assert_eq!(sizes(0, 1024 * M, big), [8; 128]);
+        assert_eq!(sizes(7, 7 + 20 * M, big), [8, 8, 4]);
         // A range that fits in memory is one object; max_object still splits.
         assert_eq!(sizes(0, 8 * M, big), [8]);
         assert_eq!(sizes(0, 8 * M, 3 * M), [3, 3, 2]);
-        // max_object caps every object, the first one too.
-        assert_eq!(sizes(0, 100 * M, 10 * M), [10; 10]);
-        assert_eq!(sizes(0, 100 * M, 40 * M), [16, 40, 40, 4]);
-        assert_eq!(objects_of(5, 5, big), [(5, 5)]);
+        // max_object caps granules too.
+        assert_eq!(sizes(0, 10 * M, 3 * M), [3, 3, 3, 1]);
+        assert_eq!(pieces_of(5, 5, big), [(5, 5)]);
+    }
+
+    #[test]
+    fn granules_join_into_objects_up_to_the_limit_with_the_crc_of_their_bytes() {
+        let bytes: Vec<u8> = (0..100u32).map(|i| (i * 31 % 256) as u8).collect();
+        let granule = |a: usize, b: usize| {
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&bytes[a..b]);
+            Hashed {
+                start: a as u64,
+                end: b as u64,
+                hasher,
+            }
+        };
+        let mut object = granule(0, 10);
+        assert!(join(&mut object, granule(10, 20), 25).is_none());
+        // 30 bytes would pass the limit: the granule starts the next object.
+        let back = join(&mut object, granule(20, 30), 25).map(|g| (g.start, g.end));
+        assert_eq!(back, Some((20, 30)));
+        assert_eq!((object.start, object.end), (0, 20));
+        assert_eq!(object.hasher.finalize(), crc32fast::hash(&bytes[..20]));
+        // Exactly the limit joins.
+        let mut object = granule(40, 50);
+        assert!(join(&mut object, granule(50, 60), 20).is_none());
+        assert!(join(&mut object, granule(60, 100), 60).is_none());
+        assert_eq!(object.hasher.finalize(), crc32fast::hash(&bytes[40..]));
     }
 
     #[test]
