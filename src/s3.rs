@@ -83,8 +83,9 @@ pub trait ObjectStore: Sync {
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error>;
     /// Starts downloading `key`.
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error>;
-    /// Starts downloading bytes `[start, end)` of `key` (`end > start`). The body's `len` is
-    /// what the store says it sends; callers check it is the range's.
+    /// Starts downloading bytes `[start, end)` of `key`. The body's `len` is what the store
+    /// says it sends; callers check it is the range's. An empty range is no bytes, without a
+    /// request.
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error>;
     /// Starts downloading `key` from byte `start` to its end (a merged object's index, whose
     /// length only the store knows).
@@ -246,6 +247,16 @@ impl Store {
     }
 
     fn get_object(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody, S3Error> {
+        // No bytes (an empty file's point inside a merged object): HTTP has no empty range,
+        // and `bytes=N-N` would bring one byte. Nothing to ask the store for.
+        if let Some((start, end)) = range
+            && end <= start
+        {
+            return Ok(ObjectBody {
+                len: Some(0),
+                reader: Box::new(std::io::empty()),
+            });
+        }
         self.sending(2);
         let creds = self.credentials.get()?;
         let action = self.bucket.get_object(Some(&creds), key);

@@ -149,6 +149,13 @@ impl ObjectStore for MemStore {
     }
 
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
+        // As the real store: no bytes, no request.
+        if end <= start {
+            return Ok(ObjectBody {
+                len: Some(0),
+                reader: Box::new(std::io::empty()),
+            });
+        }
         self.request()?;
         let o = self.objects.lock().map_err(|_| Self::not_found())?;
         let bytes = o.get(key).ok_or_else(Self::not_found)?;
