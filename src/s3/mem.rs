@@ -150,7 +150,7 @@ impl ObjectStore for MemStore {
 
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
         // As the real store: no bytes, no request.
-        if end <= start {
+        if end == start {
             return Ok(ObjectBody {
                 len: Some(0),
                 reader: Box::new(std::io::empty()),
