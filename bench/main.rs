@@ -98,6 +98,10 @@ fn main() {
     let capped = Throttle::start(s3.port, Some(CAP), Duration::ZERO);
     let slow = Throttle::start(s3.port, None, LATENCY);
 
+    // petrify (None) and the peers, each case's tools in an order that turns every round.
+    let tools: Vec<Option<&Peer>> = std::iter::once(None)
+        .chain(peers.iter().map(Some))
+        .collect();
     let mut t = Table::default();
     let gib = format!("{} MiB", o.mib);
     // The recover rows of N MiB read what the upload rows stored: `--only MiB` runs both.
@@ -112,8 +116,11 @@ fn main() {
             if !want(&row) {
                 continue;
             }
-            t.add(&row, "petrify", upload_petrify(&s3, &big, size, cold));
-            for p in &peers {
+            for tool in in_turn(&tools, round) {
+                let Some(p) = tool else {
+                    t.add(&row, "petrify", upload_petrify(&s3, &big, size, cold));
+                    continue;
+                };
                 // Gone first, or rclone would see it there and skip the upload.
                 let _ = std::fs::remove_file(s3.dir.path(BUCKET).join("peer").join(p.name));
                 measure::cache(&big, cold);
@@ -131,14 +138,14 @@ fn main() {
                 continue;
             }
             let out = work.path("out");
-            t.add(
-                &label,
-                "petrify",
-                recover_petrify(&s3, &endpoint, "big", &out, Some(&big)),
-            );
-            for p in &peers {
-                // Each peer fetches the 1 GiB object curl uploaded: one object, as petrify's is.
-                t.add(&label, p.name, p.download(&endpoint, "peer/curl", &out));
+            for tool in in_turn(&tools, round) {
+                let sample = match tool {
+                    None => recover_petrify(&s3, &endpoint, "big", &out, Some(&big)),
+                    // Each peer fetches the 1 GiB object curl uploaded: one object, as
+                    // petrify's is.
+                    Some(p) => p.download(&endpoint, "peer/curl", &out),
+                };
+                t.add(&label, tool.map_or("petrify", |p| p.name), sample);
             }
         }
         for (label, endpoint) in [
@@ -152,17 +159,14 @@ fn main() {
                 continue;
             }
             let out = work.path("out");
-            t.add(
-                &label,
-                "petrify",
-                recover_petrify(&s3, &endpoint, "chain", &out, Some(&chain)),
-            );
-            for p in peers.iter().filter(|p| p.name != "curl") {
-                t.add(
-                    &label,
-                    p.name,
-                    p.download_all(&endpoint, "chain", &work.path("outdir")),
-                );
+            // curl cannot list a prefix: no figure of its own here.
+            for tool in in_turn(&tools, round) {
+                let sample = match tool {
+                    None => recover_petrify(&s3, &endpoint, "chain", &out, Some(&chain)),
+                    Some(p) if p.name == "curl" => continue,
+                    Some(p) => p.download_all(&endpoint, "chain", &work.path("outdir")),
+                };
+                t.add(&label, tool.map_or("petrify", |p| p.name), sample);
             }
         }
         let window = Duration::from_secs(o.seconds);
@@ -177,6 +181,17 @@ fn main() {
         }
     }
     print!("{}", t.render(&names, &machine(&peers)));
+}
+
+/// The tools of a case in the order they run in `round` (from 1): each round starts one further
+/// along, so that none is always the first to run after the case before (whose writes the disk
+/// and the store may still be finishing; a fixed order had petrify first in every case).
+fn in_turn<T: Copy>(tools: &[T], round: usize) -> Vec<T> {
+    let mut out = tools.to_vec();
+    if !out.is_empty() {
+        out.rotate_left((round.max(1) - 1) % tools.len());
+    }
+    out
 }
 
 /// Uploads `file` with a fresh `petrify persist` and times it from start to the last byte in
