@@ -40,10 +40,9 @@ const PIPELINED_OBJECT: u64 = 256 << 20;
 /// (see [`GRANULE`]) that [`join`] puts together into objects.
 fn pieces_of(start: u64, end: u64, max_object: u64) -> Vec<(u64, u64)> {
     let step = match end - start > BUFFER_LIMIT {
-        true => GRANULE.min(max_object),
-        false => max_object,
-    }
-    .max(1);
+        true => granule(max_object),
+        false => max_object.max(1),
+    };
     let mut out = Vec::new();
     let mut from = start;
     loop {
@@ -54,6 +53,11 @@ fn pieces_of(start: u64, end: u64, max_object: u64) -> Vec<(u64, u64)> {
             return out;
         }
     }
+}
+
+/// The size the helper hashes a large range in: [`GRANULE`], or `max_object` if smaller.
+fn granule(max_object: u64) -> u64 {
+    GRANULE.min(max_object).max(1)
 }
 
 /// What the helper computed of `[start, end)` of the file: its CRC-32 state.
@@ -144,7 +148,7 @@ impl Uploader<'_> {
             return Ok(());
         }
         let limit = PIPELINED_OBJECT.min(self.max_object).max(1);
-        let depth = (limit / GRANULE.min(self.max_object).max(1)).max(1) as usize;
+        let depth = (limit / granule(self.max_object)).max(1) as usize;
         let stopped = || UploadError::Read(io::Error::other("the CRC helper stopped"));
         std::thread::scope(|scope| {
             // The helper reads at most one object's worth of granules ahead of the sender.
