@@ -39,34 +39,15 @@ pub struct Bucketed {
     pub damaged: Vec<ObjectKey>,
 }
 
-/// Lists the prefix once. A permanent error (credentials, bucket) is fatal to the caller.
+/// Lists the prefix once and reads every merged object's index: the one view of the bucket
+/// that list, verify, status, recover and persist plan from, so that they cannot disagree about
+/// a point. A permanent error (credentials, bucket) is fatal to the caller.
 pub fn survey(store: &dyn ObjectStore, root: &str) -> Result<Bucketed> {
-    survey_for(store, root, Indexes::All)
-}
-
-/// Which merged objects' indexes a reader reads (one GET each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Indexes {
-    /// Every one: each point is listed (list, verify, persist).
-    All,
-    /// Only what recovering the newest point at or before this time (the newest of all with
-    /// `None`) needs: in each part, the first merged object observed after it, inside which the
-    /// point may lie. Every other merged object is used whole, as one object (its last point,
-    /// the time in its key, is a point like any other), so recovering costs a GET per object
-    /// in the chain and at most one per part for an index.
-    Upto(Option<u64>),
-}
-
-/// Lists the prefix once, reading the indexes `need` says.
-pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<Bucketed> {
     let listed = store
         .list(root)
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
     let mut read = read_listing(root, listed);
-    if let Indexes::Upto(at) = need {
-        keep_whole(&mut read, at);
-    }
-    open_indexes(store, root, &mut read);
+    open_indexes(store, root, &mut read)?;
     warn_foreign(root, &read.foreign);
     let all = chain::generations(read.objects);
     let next_number = all.iter().map(|g| g.id.number).max().unwrap_or(0) + 1;
@@ -88,9 +69,9 @@ pub fn parse_listing(
     store: &dyn ObjectStore,
     root: &str,
     listed: Vec<crate::s3::Listed>,
-) -> (Vec<ObjectKey>, Vec<ObjectKey>) {
+) -> Result<(Vec<ObjectKey>, Vec<ObjectKey>)> {
     let mut read = read_listing(root, listed);
-    open_indexes(store, root, &mut read);
+    open_indexes(store, root, &mut read)?;
     warn_foreign(root, &read.foreign);
     let live = |o: &ObjectKey| !read.dropping.contains(&(o.generation, o.mode));
     let damaged = read
@@ -100,7 +81,7 @@ pub fn parse_listing(
         .filter(live)
         .collect();
     let objects = read.objects.iter().filter(|o| live(o)).cloned().collect();
-    (objects, damaged)
+    Ok((objects, damaged))
 }
 
 fn warn_foreign(root: &str, foreign: &[(String, &'static str)]) {
@@ -157,40 +138,27 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Read {
     read
 }
 
-/// Moves every merged object whose index recovering as of `at` does not need into
-/// `read.objects`, whole (see [`Indexes::Upto`]).
-fn keep_whole(read: &mut Read, at: Option<u64>) {
-    let mut merged = std::mem::take(&mut read.merged);
-    merged.sort_by(|(a, _), (b, _)| {
-        (a.generation, a.mode, &a.part, a.start).cmp(&(b.generation, b.mode, &b.part, b.start))
-    });
-    let mut seen_after: BTreeSet<(u64, Mode, String)> = BTreeSet::new();
-    for (k, size) in merged {
-        let first_after = at.is_some_and(|t| k.time_ms > t)
-            && seen_after.insert((k.generation, k.mode, k.part.clone()));
-        match first_after {
-            true => read.merged.push((k, size)),
-            false => read.objects.push(k),
-        }
-    }
-}
-
 /// Reads the index at the end of every merged object (at most [`INDEX_READERS`] at once) and
 /// puts each of its points into `read.objects`. An index that cannot be read or does not agree
-/// with its key is left out, with a WARN, into `read.damaged`: the points it held then show as
-/// missing bytes, never as wrong ones. A merged object gone since the listing (compaction
+/// with its key is named, with a WARN, in `read.damaged`, and the object goes into
+/// `read.objects` whole (its last point only): the points inside it are not offered, never
+/// offered wrongly. A merged object gone since the listing (compaction
 /// replaced it) is simply left out.
-pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) {
+///
+/// An index the store does not hand over (the network, a refusal, short answers, after
+/// retries) fails the whole reading: it says nothing about the bucket, and a reader that went
+/// on without it would judge points from less than the bucket holds.
+pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) -> Result<()> {
     // A generation being deleted shows no point: its merged objects are only keys to delete.
     let (merged, dropping): (Vec<_>, Vec<_>) = std::mem::take(&mut read.merged)
         .into_iter()
         .partition(|(k, _)| !read.dropping.contains(&(k.generation, k.mode)));
     read.objects.extend(dropping.into_iter().map(|(k, _)| k));
     if merged.is_empty() {
-        return;
+        return Ok(());
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    type Opened = (usize, std::result::Result<Vec<ObjectKey>, String>);
+    type Opened = (usize, std::result::Result<Vec<ObjectKey>, Unopened>);
     let results: std::sync::Mutex<Vec<Opened>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..INDEX_READERS.min(merged.len()) {
@@ -214,43 +182,75 @@ pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) {
         let (k, _) = &merged[i];
         match r {
             Ok(pieces) => read.objects.extend(pieces),
-            Err(why) if why.is_empty() => {}
-            Err(why) => {
-                log::warn!("merged object {k}: {why}; the points it holds are not offered");
+            Err(Unopened::Gone) => {}
+            Err(Unopened::Store(e)) => {
+                return Err(Error::s3(
+                    &format!("reading the index of merged object {k}"),
+                    &e,
+                ));
+            }
+            // Its key still vouches for all of its bytes, read whole against the key's CRC-32:
+            // one object at its key's time (its last point), so that later points stay whole.
+            // The points inside it cannot be located: not offered, and said.
+            Err(Unopened::Damaged(why)) => {
+                log::warn!(
+                    "merged object {k}: {why}; the points inside it are not offered (its last \
+                     point, read whole, is)"
+                );
+                read.objects.push(k.clone());
                 read.damaged.push((k.clone(), why));
             }
         }
     }
+    Ok(())
+}
+
+/// Why a merged object's points could not be read.
+enum Unopened {
+    /// Gone since the listing (compaction replaced it): simply left out.
+    Gone,
+    /// The index is there but does not hold (damage in the bucket).
+    Damaged(String),
+    /// The store did not hand it over.
+    Store(crate::s3::S3Error),
 }
 
 /// Indexes read at once: each is one small ranged GET that waits on latency.
 const INDEX_READERS: usize = 16;
 
-/// The points of one merged object. `Err("")`: it is gone (replaced since the listing).
+/// The points of one merged object, from its index (`size`: the object's length in the
+/// listing). A short answer is the store's fault, retried like a cut download.
 fn read_index(
     store: &dyn ObjectStore,
     root: &str,
     k: &ObjectKey,
     size: u64,
-) -> std::result::Result<Vec<ObjectKey>, String> {
+) -> std::result::Result<Vec<ObjectKey>, Unopened> {
     use std::io::Read as _;
     let key = k.key(root);
+    let want = size - k.len();
     let attempt = || -> std::result::Result<Vec<u8>, crate::s3::S3Error> {
         let mut body = store.get_range(&key, k.len(), size)?;
         let mut text = Vec::new();
         body.reader
             .by_ref()
-            .take(size - k.len())
+            .take(want)
             .read_to_end(&mut text)
             .map_err(|e| crate::s3::S3Error::Network(format!("reading {k}: {e}")))?;
+        if text.len() as u64 != want {
+            return Err(crate::s3::S3Error::Network(format!(
+                "the store answered with {} of the {want} bytes of the index of {k}",
+                text.len()
+            )));
+        }
         Ok(text)
     };
     let text = match crate::s3::retry(4, attempt) {
         Ok(t) => t,
-        Err(crate::s3::S3Error::Status { status: 404, .. }) => return Err(String::new()),
-        Err(e) => return Err(format!("its index cannot be read ({e})")),
+        Err(crate::s3::S3Error::Status { status: 404, .. }) => return Err(Unopened::Gone),
+        Err(e) => return Err(Unopened::Store(e)),
     };
-    let entries = layout::index::parse(&text, k)?;
+    let entries = layout::index::parse(&text, k).map_err(Unopened::Damaged)?;
     Ok(layout::index::pieces(
         &std::sync::Arc::new(k.clone()),
         &entries,

@@ -2,14 +2,15 @@
 //! of objects that rebuild a part as of a time. Pure functions over [`ObjectKey`]s: no I/O.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use crate::layout::{Kind, Mode, ObjectKey};
 
 mod check;
+mod plan;
 mod reads;
 
 pub use check::{BrokenPoint, check_points};
+pub use plan::{ChainError, plan_part};
 pub use reads::{Read, reads, runs};
 
 /// A generation is named by its number and mode (two writers could, in a damaged bucket, have
@@ -74,34 +75,30 @@ pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generati
     }
     let mut gens: Vec<Generation> = by_id.into_values().collect();
     for g in &mut gens {
-        let before: std::collections::BTreeSet<ObjectKey> =
-            g.objects().map(|o| o.holder().clone()).collect();
-        for objs in g.parts.values_mut() {
-            // The same point held twice (a merged object written, the objects it replaces not
-            // deleted yet): the one in the larger object stays, so that a chain crosses as few
-            // objects as there are.
-            objs.sort_by_key(|o| {
-                (
-                    o.start,
-                    o.end,
-                    o.time_ms,
-                    o.kind,
-                    o.crc,
-                    std::cmp::Reverse(o.holder().len()),
-                )
-            });
-            objs.dedup_by(|b, a| {
-                (a.start, a.end, a.time_ms, a.kind, a.crc)
-                    == (b.start, b.end, b.time_ms, b.kind, b.crc)
-            });
+        // An object whose every point a larger one holds too (a merged object written, the
+        // objects it replaces not deleted yet) is hidden: no chain needs it, and persist
+        // deletes it. It goes whole, so that no object is left with a hole in its points.
+        let mut largest: BTreeMap<(u64, u64, u64, Kind, u32), u64> = BTreeMap::new();
+        let point = |o: &ObjectKey| (o.start, o.end, o.time_ms, o.kind, o.crc);
+        for o in g.objects() {
+            let l = largest.entry(point(o)).or_insert(0);
+            *l = (*l).max(o.holder().len());
         }
-        let after: std::collections::BTreeSet<&ObjectKey> =
-            g.objects().map(ObjectKey::holder).collect();
-        g.hidden = before
-            .iter()
-            .filter(|o| !after.contains(o))
-            .cloned()
+        let mut kept: BTreeMap<&ObjectKey, bool> = BTreeMap::new();
+        for o in g.objects() {
+            let elsewhere = largest[&point(o)] > o.holder().len();
+            *kept.entry(o.holder()).or_insert(false) |= !elsewhere;
+        }
+        let hidden: std::collections::BTreeSet<ObjectKey> = kept
+            .into_iter()
+            .filter(|(_, keep)| !keep)
+            .map(|(h, _)| h.clone())
             .collect();
+        for objs in g.parts.values_mut() {
+            objs.retain(|o| !hidden.contains(o.holder()));
+            objs.sort_by_key(|o| (o.start, o.end, o.time_ms, o.kind, o.crc));
+        }
+        g.hidden = hidden.into_iter().collect();
     }
     gens
 }
@@ -131,15 +128,17 @@ pub fn manifest_part(g: &Generation) -> Option<&str> {
 /// stepped back, an older generation can hold times later than a newer one's, and those are
 /// not allowed to shadow the newer generation (see [`choose`]).
 ///
-/// A point exists at each time some object was observed. In an `aofdir` generation, points start
-/// with the first manifest (persist uploads a tick's manifest after the files it lists, so a tick
-/// cut short by a crash leaves no point that would need files that never arrived). The sizes assume
-/// the chain is whole; `recover` proves that.
+/// A point exists at each time a closing object (anything but a [`Kind::Piece`]) was observed:
+/// the pieces of one observation land first and its closing object last, so a point whose
+/// upload was cut short is never offered. In an `aofdir` generation, points start with the
+/// first manifest (persist uploads a generation's first manifest after the files it lists). The
+/// sizes assume the chain is whole; [`check_points`] and [`plan_part`] prove that.
 pub fn recovery_points(gens: &[Generation]) -> Vec<RecoveryPoint> {
     let mut points = Vec::new();
     for g in gens {
         let mut objs: Vec<&ObjectKey> = g.objects().collect();
-        objs.sort_by_key(|o| o.time_ms);
+        // A snapshot resets its part's length: it goes first among objects of one time.
+        objs.sort_by_key(|o| (o.time_ms, o.kind != Kind::Snap));
         let first_valid = match g.id.mode {
             Mode::File => 0,
             Mode::AofDir => match manifest_part(g)
@@ -154,16 +153,18 @@ pub fn recovery_points(gens: &[Generation]) -> Vec<RecoveryPoint> {
         let mut i = 0;
         while i < objs.len() {
             let t = objs[i].time_ms;
+            let mut closed = false;
             while i < objs.len() && objs[i].time_ms == t {
                 let o = objs[i];
                 let l = len.entry(o.part.as_str()).or_insert(0);
                 *l = match o.kind {
                     Kind::Snap => o.end,
-                    Kind::Delta | Kind::Merged => (*l).max(o.end),
+                    Kind::Delta | Kind::Merged | Kind::Piece => (*l).max(o.end),
                 };
+                closed |= o.kind.closes();
                 i += 1;
             }
-            if t >= first_valid {
+            if closed && t >= first_valid {
                 points.push(RecoveryPoint {
                     time_ms: t,
                     generation: g.id,
@@ -200,80 +201,6 @@ pub fn choose(points: &[RecoveryPoint], at_ms: Option<u64>) -> Result<RecoveryPo
         .find(|p| at_ms.is_none_or(|t| p.time_ms <= t))
         .copied()
         .ok_or(ChooseError::BeforeFirst { earliest })
-}
-
-/// A chain that cannot be trusted; the message names the part and offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainError(pub String);
-
-impl fmt::Display for ChainError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The objects that rebuild one part as of `time_ms`, in write order, each starting where the
-/// previous one ended, from offset 0.
-///
-/// Starts from the newest snapshot observed by then (if any), then follows deltas. Where two
-/// deltas start at one offset (an upload that succeeded although its answer was lost, then retried
-/// with more bytes), the longer one is taken: both hold the same bytes of the same file. A delta
-/// observed by `time_ms` that starts beyond the chain's end is a gap: an error, never skipped.
-pub fn plan_part(objects: &[ObjectKey], time_ms: u64) -> Result<Vec<ObjectKey>, ChainError> {
-    let seen: Vec<&ObjectKey> = objects.iter().filter(|o| o.time_ms <= time_ms).collect();
-    let Some(first) = seen.first() else {
-        return Err(ChainError("no object observed by that time".into()));
-    };
-    let part = &first.part;
-    let mut chain: Vec<ObjectKey> = Vec::new();
-    let mut end = 0u64;
-    if let Some(snap) = seen
-        .iter()
-        .filter(|o| o.kind == Kind::Snap)
-        .max_by_key(|o| (o.time_ms, o.end))
-    {
-        chain.push((*snap).clone());
-        end = snap.end;
-    }
-    // A merged object read whole (its index not needed) is one delta as far as planning goes.
-    let mut deltas: Vec<&ObjectKey> = seen.into_iter().filter(|o| o.kind != Kind::Snap).collect();
-    // By start, so that each step looks only at the deltas starting where the chain ends (a
-    // month of compacted points is millions of them).
-    deltas.sort_by_key(|d| d.start);
-    let mut started = !chain.is_empty();
-    loop {
-        // Longest delta starting exactly at `end`; an empty one only starts a chain.
-        let from = deltas.partition_point(|d| d.start < end);
-        let to = deltas.partition_point(|d| d.start <= end);
-        let next = deltas[from..to]
-            .iter()
-            .filter(|d| d.end > end || !started)
-            .max_by_key(|d| (d.end, d.time_ms));
-        match next {
-            Some(d) => {
-                chain.push((*d).clone());
-                end = d.end;
-                started = true;
-            }
-            None => break,
-        }
-    }
-    if !started {
-        return Err(ChainError(format!(
-            "part {part}: no object starts at offset 0"
-        )));
-    }
-    if let Some(d) = deltas
-        .iter()
-        .filter(|d| d.start > end)
-        .min_by_key(|d| d.start)
-    {
-        return Err(ChainError(format!(
-            "part {part}: bytes {end}..{} are missing (next object {d})",
-            d.start
-        )));
-    }
-    Ok(chain)
 }
 
 /// Length and CRC-32 of the bytes a chain rebuilds, from the objects' CRCs alone.

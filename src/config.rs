@@ -168,8 +168,11 @@ pub fn resolve(
     Ok(Command { run, store })
 }
 
-/// Prefixes are limited to S3's "safe characters": some stores decode `+` and `%` in listings
-/// differently from how they were written, which would hide objects from recovery.
+/// Prefixes are limited to what every store keeps as written: S3's "safe characters" (some
+/// stores decode `+` and `%` in listings differently from how they were written), and no empty,
+/// `.` or `..` segment and no leading `/` (stores and proxies fold `a//b` into `a/b` and strip
+/// a leading slash; the keys then listed are not the ones written, and list and recover find
+/// nothing). One trailing `/` is allowed: `a/b/` is `a/b`.
 fn check_prefix(p: &str) -> Result<()> {
     let safe = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()/".contains(c);
     if let Some(c) = p.chars().find(|c| !safe(*c)) {
@@ -180,6 +183,19 @@ fn check_prefix(p: &str) -> Result<()> {
     if p.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(usage_msg(format!(
             "--prefix {p:?} has a . or .. segment: name the folder plainly"
+        )));
+    }
+    if p.starts_with('/') {
+        return Err(usage_msg(format!(
+            "--prefix {p:?} starts with /: some stores drop it, so write it without ({:?})",
+            p.trim_start_matches('/')
+        )));
+    }
+    let inner = p.strip_suffix('/').unwrap_or(p);
+    if !inner.is_empty() && inner.split('/').any(str::is_empty) {
+        return Err(usage_msg(format!(
+            "--prefix {p:?} has an empty segment (//): some stores fold it into one /, so \
+             write it that way"
         )));
     }
     if p.len() > 512 {
@@ -381,120 +397,4 @@ pub fn store_error(e: &ConfigError, cfg: &StoreConfig) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::{Parsed, parse};
-    use std::ffi::OsString;
-
-    fn env(k: &str) -> Option<String> {
-        match k {
-            "AWS_ACCESS_KEY_ID" => Some("AK".to_string()),
-            "AWS_SECRET_ACCESS_KEY" => Some("SK".to_string()),
-            "AWS_DEFAULT_REGION" => Some("eu-west-3".to_string()),
-            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9000".to_string()),
-            _ => None,
-        }
-    }
-
-    fn run(args: &[&str]) -> Result<Command> {
-        let parsed = parse("petrify", args.iter().map(OsString::from).collect())?;
-        let Parsed::Run(c, a) = parsed else {
-            panic!("{parsed:?}")
-        };
-        resolve(c, *a, env)
-    }
-
-    #[test]
-    fn defaults_and_environment_are_resolved_here() {
-        let c = run(&["persist", "--bucket", "b", "--prefix", "p", "--file", "f"]).unwrap();
-        let (Run::Persist(p), s) = (c.run, c.store) else {
-            panic!()
-        };
-        assert_eq!(p.interval, DEFAULT_INTERVAL);
-        assert_eq!(p.max_object, DEFAULT_MAX_OBJECT);
-        assert_eq!((s.region.as_str(), s.bucket.as_str()), ("eu-west-3", "b"));
-        assert_eq!(s.endpoint, "http://127.0.0.1:9000");
-        assert_eq!(s.path_style, None);
-
-        let Run::Recover(r) = run(&[
-            "recover",
-            "--bucket",
-            "b",
-            "--prefix",
-            "",
-            "--file",
-            "f",
-            "--at-timestamp",
-            "1764104645.5",
-            "--force",
-        ])
-        .unwrap()
-        .run
-        else {
-            panic!()
-        };
-        assert_eq!(r.at_ms, Some(1_764_104_645_500));
-        assert!(r.force);
-
-        let cfg = store_config("b", None, None, false, |k| match k {
-            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("x".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(cfg.endpoint, "https://s3.us-east-1.amazonaws.com");
-        // Nothing configured: the instance metadata service is the last resort (asked only
-        // when the store is made), unless it is disabled.
-        let imds = store_config("b", None, None, false, |_| None).unwrap();
-        assert!(matches!(
-            imds.credentials,
-            crate::s3::CredentialSource::Instance { .. }
-        ));
-        let none = store_config("b", None, None, false, |k| {
-            (k == "AWS_EC2_METADATA_DISABLED").then(|| "true".into())
-        });
-        assert_eq!(none.unwrap_err().exit, Exit::Config);
-        assert_eq!(
-            max_object(|_| Some("5".into())).unwrap_err().exit,
-            Exit::Config
-        );
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors_naming_the_option() {
-        let persist = ["persist", "--bucket", "b", "--prefix", "p", "--file", "f"];
-        let recover = ["recover", "--bucket", "b", "--prefix", "p", "--file", "f"];
-        let with = |base: &[&'static str], extra: &[&'static str]| [base, extra].concat();
-        for (args, needle) in [
-            (vec!["persist", "--prefix", "p", "--file", "f"], "--bucket"),
-            (vec!["persist", "--bucket", "b", "--file", "f"], "--prefix"),
-            (vec!["persist", "--bucket", "b", "--prefix", "p"], "--file"),
-            (with(&persist, &["--interval", "0"]), "--interval"),
-            (with(&persist, &["--interval", "x"]), "--interval"),
-            (with(&persist, &["--interval", "NaN"]), "--interval"),
-            (
-                with(&recover, &["--at-timestamp", "soon"]),
-                "--at-timestamp",
-            ),
-            (with(&recover, &["--parallel", "0"]), "--parallel"),
-            (with(&recover, &["--parallel", "many"]), "--parallel"),
-            (
-                vec!["recover", "--bucket", "", "--prefix", "p", "--file", "f"],
-                "--bucket",
-            ),
-            (vec!["list", "--bucket", "b", "--prefix", "a+b"], "--prefix"),
-            (vec!["list", "--bucket", "b", "--prefix", "50%"], "--prefix"),
-            (
-                vec!["list", "--bucket", "b", "--prefix", "a/../b"],
-                "--prefix",
-            ),
-            (
-                vec!["list", "--bucket", "b", "--prefix", "tab\there"],
-                "--prefix",
-            ),
-        ] {
-            let e = run(&args).unwrap_err();
-            assert_eq!(e.exit, Exit::Usage, "{args:?}");
-            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
-        }
-    }
-}
+mod tests;

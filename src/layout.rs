@@ -26,6 +26,15 @@
 //!   object is longer than `end - start`. An older petrify does not know `merged`, ignores it
 //!   with a WARN and reports the bytes it holds as missing: it never reads them wrongly, which is
 //!   why the layout stays `petrify-v1`.
+//! * `kind` `piece`: bytes `[start, end)` appended to the part, like a delta, but not a recovery
+//!   point of its own. One observation (a range over the largest object size, or a Redis tick
+//!   that uploads several files) can need several objects; all but the last one uploaded are
+//!   pieces, and the last (a delta, a merged object or a manifest snapshot) closes the point.
+//!   Readers offer a point only at a time some closing object carries, so a point is listed
+//!   only once all of it has landed; a piece whose point never closed (persist died, the store
+//!   refused the rest) still serves the chains of later points, which resume after it. An older
+//!   petrify ignores pieces (unknown kind, with a WARN) and reports their bytes as missing:
+//!   never wrong bytes.
 //!
 //! Fixed widths make the store's lexical order equal chain order, but readers sort for themselves.
 //!
@@ -76,6 +85,8 @@ pub enum Kind {
     Delta,
     Snap,
     Merged,
+    /// Appended bytes of a point that another object closes (see the module doc).
+    Piece,
 }
 
 impl Kind {
@@ -84,7 +95,13 @@ impl Kind {
             Kind::Delta => "delta",
             Kind::Snap => "snap",
             Kind::Merged => "merged",
+            Kind::Piece => "piece",
         }
+    }
+
+    /// Whether an object of this kind makes a recovery point at its time.
+    pub fn closes(self) -> bool {
+        self != Kind::Piece
     }
 }
 
@@ -219,6 +236,7 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         "snap" => return Err(ForeignKey("snapshot not starting at 0")),
         "merged" if end > start => Kind::Merged,
         "merged" => return Err(ForeignKey("empty merged object")),
+        "piece" => Kind::Piece,
         _ => return Err(ForeignKey("unknown kind")),
     };
     Ok(ObjectKey {

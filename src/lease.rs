@@ -7,8 +7,18 @@
 //! after a reboot, even by another petrify). One from another host must be removed by the
 //! operator, who alone can know that host is gone.
 //!
+//! Processes are told apart by host, boot, PID namespace, pid and start time. Two containers
+//! sharing a host name (host networking, a rolling update on one node) each see their own pids:
+//! a lease written from another PID namespace cannot be judged from here, so it is treated like
+//! another host's (status 73, naming the key to delete once that writer is gone for good).
+//!
 //! Creation uses `If-None-Match: *` (two writers starting at once: one gets 412). For stores
-//! that ignore the header, the lease is read before it is written, and read back after.
+//! that ignore the header, the lease is read before it is written, and read back after; and
+//! because two writers can still both read back their own write there, persist checks the lease
+//! again ([`Holding`]) before its first upload, before it deletes anything (compaction's
+//! leftovers, retention) or starts a generation, and at most every [`RECHECK_EVERY`] while it
+//! uploads (never while idle). A lease that is no longer its own stops it with status 73,
+//! deleting nothing.
 
 use crate::error::{Error, Exit, Result};
 use crate::s3::{ObjectStore, retry};
@@ -31,6 +41,9 @@ pub struct Lease {
     /// The holder's start time, in clock ticks after boot (`/proc/PID/stat`, field 22): with
     /// the boot id, it tells the holder from a later process given the same pid.
     pub started: Option<u64>,
+    /// The holder's PID namespace (the inode of `/proc/self/ns/pid`): its pid means something
+    /// only inside that namespace.
+    pub pidns: Option<String>,
 }
 
 /// What the system says of a running process.
@@ -52,6 +65,7 @@ impl Lease {
             id: format!("{since_ms:x}-{pid:x}"),
             boot: boot_id(),
             started: proc_info(pid).map(|p| p.started),
+            pidns: pid_namespace(),
         }
     }
 
@@ -66,6 +80,9 @@ impl Lease {
         if let Some(t) = self.started {
             s.push_str(&format!("started {t}\n"));
         }
+        if let Some(n) = &self.pidns {
+            s.push_str(&format!("pidns {n}\n"));
+        }
         // Last: a file name may hold spaces.
         s.push_str(&format!("file {}\n", self.file));
         s
@@ -77,7 +94,7 @@ impl Lease {
             return None;
         }
         let (mut host, mut pid, mut since, mut id, mut file) = (None, None, None, None, None);
-        let (mut boot, mut started) = (None, None);
+        let (mut boot, mut started, mut pidns) = (None, None, None);
         for l in lines {
             let (k, v) = l.split_once(' ')?;
             match k {
@@ -88,6 +105,7 @@ impl Lease {
                 "file" => file = Some(v.to_string()),
                 "boot" => boot = Some(v.to_string()),
                 "started" => started = v.parse().ok(),
+                "pidns" => pidns = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -99,13 +117,17 @@ impl Lease {
             id: id?,
             boot,
             started,
+            pidns,
         })
     }
 
     fn describe(&self) -> String {
         format!(
-            "pid {} on host {}, following {} since {}",
+            "pid {}{} on host {}, following {} since {}",
             self.pid,
+            self.pidns
+                .as_ref()
+                .map_or(String::new(), |n| format!(" in PID namespace {n}")),
             self.host,
             self.file,
             timestamp::rfc3339_ms(self.since_ms)
@@ -143,6 +165,12 @@ pub fn judge(
         && theirs != mine
     {
         return Verdict::Stale(l, "written before this host last booted".into());
+    }
+    // A pid from another PID namespace (another container on this host) says nothing here:
+    // whether its process runs cannot be seen, so it is held, as another host's would be.
+    // (A lease of a petrify that kept no namespace is judged by its pid, as it always was.)
+    if l.pidns.is_some() && l.pidns != me.pidns {
+        return Verdict::Held(Some(l));
     }
     let running = if l.pid == me.pid { None } else { probe(l.pid) };
     let why = match (running, l.started) {
@@ -207,6 +235,67 @@ pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) ->
     Ok(())
 }
 
+/// How often a running persist makes sure, while it uploads, that the lease is still its own.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The lease a running persist holds, and when it last made sure of it.
+pub struct Holding {
+    key: String,
+    mine: String,
+    where_: String,
+    checked: Option<std::time::Instant>,
+}
+
+impl Holding {
+    /// The lease `me`, just acquired under `root` (see [`acquire`]); checked again before the
+    /// first upload.
+    pub fn new(root: &str, me: &Lease, where_: &str) -> Holding {
+        Holding {
+            key: format!("{root}{LEASE_NAME}"),
+            mine: me.render(),
+            where_: where_.to_string(),
+            checked: None,
+        }
+    }
+
+    /// Whether a check is due before the next upload.
+    pub fn due(&self) -> bool {
+        self.checked.is_none_or(|t| t.elapsed() >= RECHECK_EVERY)
+    }
+
+    /// The next upload checks first (a new generation is about to be written).
+    pub fn check_next(&mut self) {
+        self.checked = None;
+    }
+
+    /// Reads the lease: `Ok(Ok(()))` still ours; `Ok(Err(_))` lost (status 73, saying who holds
+    /// it now); `Err(_)`: the store did not answer, nothing is known.
+    pub fn confirm(
+        &mut self,
+        store: &dyn ObjectStore,
+    ) -> std::result::Result<Result<()>, crate::s3::S3Error> {
+        let now = store.get_small(&self.key)?;
+        if now.as_deref() == Some(self.mine.as_bytes()) {
+            self.checked = Some(std::time::Instant::now());
+            return Ok(Ok(()));
+        }
+        let holder = now
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| Lease::parse(&t))
+            .map_or("nobody: it was deleted".to_string(), |l| l.describe());
+        Ok(Err(Error::new(
+            Exit::CantCreate,
+            format!(
+                "the writer lease of {} is no longer this process's (now: {holder}): another \
+                 persist took over the prefix; stopping without writing or deleting anything \
+                 more. Run one persist per prefix (a store that ignores If-None-Match lets two \
+                 started together both believe they hold it; `man petrify`, WRITER LEASE)",
+                self.where_
+            ),
+        )))
+    }
+}
+
 /// Gives the lease up at a clean stop, if it is still ours. Best effort: a lease left behind
 /// is taken over by the next start on this host.
 pub fn release(store: &dyn ObjectStore, root: &str, me: &Lease) {
@@ -239,6 +328,17 @@ fn boot_id() -> Option<String> {
         .filter(|b| !b.is_empty() && !b.contains(char::is_whitespace))
 }
 
+/// This process's PID namespace: the inode number in `/proc/self/ns/pid` (`pid:[4026531836]`).
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_str()?;
+    let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
+    inode
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| inode.to_string())
+}
+
 /// What runs under `pid` now, if anything.
 fn proc_info(pid: u32) -> Option<ProcInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -260,165 +360,4 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lease(host: &str, pid: u32) -> Lease {
-        Lease {
-            host: host.into(),
-            pid,
-            file: "/var/lib/redis/appendonly dir".into(),
-            since_ms: 1_764_104_645_000,
-            id: "abc-1".into(),
-            boot: Some("boot-a".into()),
-            started: Some(500),
-        }
-    }
-
-    #[test]
-    fn round_trips() {
-        let l = lease("db1", 42);
-        assert_eq!(Lease::parse(&l.render()), Some(l.clone()));
-        let old = Lease {
-            boot: None,
-            started: None,
-            ..l
-        };
-        assert_eq!(Lease::parse(&old.render()), Some(old));
-        assert_eq!(Lease::parse("garbage"), None);
-    }
-
-    #[test]
-    fn judges_leases() {
-        let me = Lease {
-            pid: 7,
-            ..lease("db1", 7)
-        };
-        let runs = |started, is_petrify| {
-            move |_| {
-                Some(ProcInfo {
-                    started,
-                    is_petrify,
-                })
-            }
-        };
-        let here = lease("db1", 42).render();
-        let there = lease("db2", 42).render();
-        let stale = |v: Verdict, why: &str| match v {
-            Verdict::Stale(_, w) => assert!(w.contains(why), "{w}"),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(judge(None, &me, runs(500, true)), Verdict::Free);
-        // Its holder still runs: the same process (same start time).
-        assert!(matches!(
-            judge(Some(here.as_bytes()), &me, runs(500, true)),
-            Verdict::Held(Some(_))
-        ));
-        stale(
-            judge(Some(here.as_bytes()), &me, |_| None),
-            "no longer runs",
-        );
-        // The pid was given to another process, even another petrify.
-        stale(
-            judge(Some(here.as_bytes()), &me, runs(900, true)),
-            "another process",
-        );
-        // Written during an earlier boot: stale whatever runs under that pid now.
-        let other_boot = Lease {
-            boot: Some("boot-b".into()),
-            ..me.clone()
-        };
-        stale(
-            judge(Some(here.as_bytes()), &other_boot, runs(500, true)),
-            "booted",
-        );
-        // A lease from an older petrify (no boot, no start time): any petrify holds it.
-        let old = Lease {
-            boot: None,
-            started: None,
-            ..lease("db1", 42)
-        }
-        .render();
-        assert!(matches!(
-            judge(Some(old.as_bytes()), &me, runs(1, true)),
-            Verdict::Held(Some(_))
-        ));
-        stale(
-            judge(Some(old.as_bytes()), &me, runs(1, false)),
-            "another program",
-        );
-        // Another host's process cannot be checked: held.
-        assert!(matches!(
-            judge(Some(there.as_bytes()), &me, |_| None),
-            Verdict::Held(Some(_))
-        ));
-        assert_eq!(
-            judge(Some(b"\xff junk"), &me, |_| None),
-            Verdict::Held(None)
-        );
-    }
-
-    #[test]
-    fn acquires_refuses_a_live_holder_and_releases() {
-        use crate::s3::mem::MemStore;
-        let store = MemStore::new();
-        let root = "p/petrify-v1/";
-        let me = Lease::mine(std::path::Path::new("/var/log/app.log"));
-        acquire(&store, root, &me, "s3://b/p/petrify-v1/").unwrap();
-        let key = format!("{root}{LEASE_NAME}");
-        assert_eq!(store.objects()[&key], me.render().as_bytes());
-        // Another writer on this host, while this process (alive, same start time) holds it.
-        let other = Lease {
-            pid: me.pid.wrapping_add(1),
-            id: "other".into(),
-            ..me.clone()
-        };
-        let held = Lease {
-            pid: std::process::id(),
-            ..me.clone()
-        };
-        let held_here = Lease {
-            pid: 1,
-            started: proc_info(1).map(|p| p.started),
-            ..held
-        };
-        store
-            .put(
-                &key,
-                &mut held_here.render().as_bytes(),
-                held_here.render().len() as u64,
-                None,
-            )
-            .unwrap();
-        let e = acquire(&store, root, &other, "s3://b/p/petrify-v1/").unwrap_err();
-        assert_eq!(e.exit, Exit::CantCreate);
-        assert!(
-            e.message.contains("another petrify persist"),
-            "{}",
-            e.message
-        );
-        // A lease that is not ours is left alone; ours is removed.
-        release(&store, root, &me);
-        assert!(store.objects().contains_key(&key));
-        store
-            .put(
-                &key,
-                &mut me.render().as_bytes(),
-                me.render().len() as u64,
-                None,
-            )
-            .unwrap();
-        release(&store, root, &me);
-        assert!(store.objects().is_empty());
-    }
-
-    #[test]
-    fn reads_the_start_time_past_a_hostile_command_name() {
-        let stat = "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
-                    987654 1000 200 18446744073709551615";
-        assert_eq!(parse_start_time(stat), Some(987_654));
-        assert_eq!(parse_start_time("garbage"), None);
-        let mine = proc_info(std::process::id()).unwrap();
-        assert!(mine.started > 0);
-    }
-}
+mod tests;

@@ -5,6 +5,8 @@
 
 use crate::layout::{self, Kind, Mode, ObjectKey};
 
+mod planner;
+
 struct Rng(u64);
 
 impl Rng {

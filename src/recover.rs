@@ -120,7 +120,7 @@ fn recover_once(
     root: &str,
     target: &Target,
 ) -> Result<()> {
-    let found = bucket::survey_for(store, root, bucket::Indexes::Upto(args.at_ms))?;
+    let found = bucket::survey(store, root)?;
     let points = chain::recovery_points(&found.generations);
     if args.if_missing && points.is_empty() {
         // Said at WARN: on a first boot this is expected; on any other, a wrong --prefix would

@@ -35,6 +35,20 @@ unsafe extern "C" {
     fn signal(signum: i32, handler: usize) -> usize;
     fn _exit(status: i32) -> !;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+const SIGKILL: i32 = 9;
+
+/// Kills every process of the process group `pgid` (a helper started as its own group leader,
+/// and whatever it started).
+pub fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid)
+        && pgid > 1
+    {
+        // SAFETY: kill(2) has no memory preconditions; a negative pid names a process group.
+        unsafe { kill(-pgid, SIGKILL) };
+    }
 }
 
 extern "C" fn on_signal(signum: i32) {

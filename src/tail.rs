@@ -25,6 +25,7 @@ pub mod generation;
 pub mod merge;
 mod report;
 pub mod shipped;
+mod source;
 pub mod upload;
 pub mod verify;
 
@@ -87,9 +88,13 @@ impl Retention {
 
     /// Applies the retention if it is due. A failure is said at WARN and tried again next
     /// time: retention never stops the backup.
-    fn maybe_apply(&mut self, up: &Uploader) {
+    fn maybe_apply(&mut self, up: &mut Uploader) -> Result<()> {
         if Instant::now() < self.next_at || self.after_objects == Some(up.objects) {
-            return;
+            return Ok(());
+        }
+        // Deleting history: only while this process is surely the writer.
+        if !up.still_writer(true).map_err(lease_lost)? {
+            return Ok(());
         }
         let cutoff = timestamp::now_ms().saturating_sub(self.keep.as_millis() as u64);
         if let Err(e) = crate::prune::apply(up.store, &up.root, cutoff, &self.where_) {
@@ -97,6 +102,16 @@ impl Retention {
         }
         self.after_objects = Some(up.objects);
         self.next_at = Instant::now() + self.every;
+        Ok(())
+    }
+}
+
+/// The fatal error in an [`UploadError`] from a lease check before a deletion (any other error
+/// there was already turned into "later").
+fn lease_lost(e: UploadError) -> Error {
+    match e {
+        UploadError::LeaseLost(e) => e,
+        other => Error::new(Exit::Software, format!("internal: {other:?}")),
     }
 }
 
@@ -123,6 +138,7 @@ impl From<UploadError> for TickError {
         match e {
             UploadError::S3(e) => TickError::S3(e),
             UploadError::Read(e) => TickError::Read(e),
+            UploadError::LeaseLost(e) => TickError::Fatal(e),
         }
     }
 }
@@ -136,7 +152,8 @@ pub fn persist(args: &PersistRequest, store: &dyn ObjectStore) -> Result<()> {
     preflight(&args.file)?;
     let lease = lease::Lease::mine(&args.file);
     lease::acquire(store, &root, &lease, &args.place.describe())?;
-    let result = follow(args, store, root.clone(), found);
+    let holding = lease::Holding::new(&root, &lease, &args.place.describe());
+    let result = follow(args, store, root.clone(), found, holding);
     lease::release(store, &root, &lease);
     result
 }
@@ -158,6 +175,7 @@ fn follow(
     store: &dyn ObjectStore,
     root: String,
     found: bucket::Bucketed,
+    lease: lease::Holding,
 ) -> Result<()> {
     // Whether PATH is a file or a Redis folder is only known once it exists.
     let mut said_waiting = false;
@@ -214,6 +232,7 @@ fn follow(
         bytes: 0,
         compaction: args.compaction.clone(),
         doomed: merge::Doomed::default(),
+        lease: Some(lease),
     };
     // Objects a compaction replaced but had not deleted when persist stopped.
     if let Some(p) = resume.as_ref()
@@ -224,7 +243,13 @@ fn follow(
     let mut retention = args
         .retain
         .map(|keep| Retention::new(keep, args.interval, args.place.describe()));
-    let mut report = report::Report::new(args.metrics_file.clone(), args.heartbeat_url.clone());
+    // Bytes waiting at the start were written after the newest point persist resumes from.
+    let resumed_ms = resume.as_ref().map(|p| p.last_time_ms);
+    let mut report = report::Report::new(
+        args.metrics_file.clone(),
+        args.heartbeat_url.clone(),
+        resumed_ms.unwrap_or_else(timestamp::now_ms),
+    );
     let mut follower: Box<dyn Follower> = match is_dir {
         true => Box::new(aofdir::AofDirFollower::new(
             &args.file,
@@ -321,7 +346,7 @@ fn run_loop(
                     );
                 }
                 backoff.reset();
-                up.doomed.flush(up.store, stop_at.is_some());
+                up.delete_replaced(stop_at.is_some()).map_err(lease_lost)?;
                 if stop_at.is_some() {
                     log::info!(
                         "stopped; {} object(s), {} byte(s) uploaded this run",
@@ -331,7 +356,7 @@ fn run_loop(
                     return Ok(());
                 }
                 if let Some(r) = retention.as_deref_mut() {
-                    r.maybe_apply(up);
+                    r.maybe_apply(up)?;
                 }
                 if up.objects != objects_then {
                     (last_upload_ms, objects_then) = (Some(timestamp::now_ms()), up.objects);

@@ -2,7 +2,7 @@
 //! and names the others. One pass per part (a month of one-second points is millions of them),
 //! deciding exactly as [`super::plan_part`] would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use super::{ChainError, GenId, Generation, RecoveryPoint};
@@ -55,73 +55,88 @@ pub fn check_points(
 /// From this time on (until the next entry), whether a part's chain is whole.
 type Verdict = (u64, Result<(), ChainError>);
 
-/// Whether one part's chain is whole as of each time an object arrived (what
-/// [`super::plan_part`] would answer then), computed incrementally, as the times it changes.
+/// Whether one part's chain is whole as of each time an object arrived: exactly what
+/// [`super::plan_part`] would answer then (a path of objects from the start to the part's
+/// length exists), computed incrementally as reachability, and kept as the times it changes.
 fn part_verdicts(objects: &[ObjectKey]) -> Vec<Verdict> {
+    let Some(part) = objects.first().map(|o| o.part.as_str()) else {
+        return Vec::new();
+    };
     let mut by_time: Vec<&ObjectKey> = objects.iter().collect();
-    by_time.sort_by_key(|o| o.time_ms);
-    // Seen deltas: start -> longest end (the planner takes the longest one at each offset).
-    let mut deltas: BTreeMap<u64, u64> = BTreeMap::new();
+    // A snapshot restarts the chain: it goes first among objects of one time, as in planning.
+    by_time.sort_by_key(|o| (o.time_ms, o.kind != Kind::Snap));
     let mut snap: Option<(u64, u64)> = None; // (time, end) of the newest snapshot
-    let mut reach: Option<u64> = None; // end of the whole chain; None: nothing starts it
+    let mut paths = Paths::from(0);
     let mut out: Vec<Verdict> = Vec::new();
     let mut i = 0;
     while i < by_time.len() {
         let t = by_time[i].time_ms;
-        let mut restart = false;
         while i < by_time.len() && by_time[i].time_ms == t {
             let o = by_time[i];
             match o.kind {
                 Kind::Snap => {
-                    if snap.is_none_or(|(st, se)| (o.time_ms, o.end) > (st, se)) {
+                    if snap.is_none_or(|s| (o.time_ms, o.end) > s) {
+                        // Appended bytes observed before the snapshot are another content's.
                         snap = Some((o.time_ms, o.end));
-                        restart = true;
+                        paths = Paths::from(o.end);
                     }
                 }
-                Kind::Delta | Kind::Merged => {
-                    let e = deltas.entry(o.start).or_insert(o.end);
-                    *e = (*e).max(o.end);
-                    // A longer retry of an object inside the chain can change its path.
-                    restart |= reach.is_some_and(|r| o.start < r && o.end > r);
-                }
+                Kind::Delta | Kind::Merged | Kind::Piece => paths.add(o.start, o.end),
             }
             i += 1;
         }
-        // A new snapshot moves the chain's start (and a longer retry its path); deltas
-        // appended at the end only extend it.
-        if restart || reach.is_none() {
-            reach = match snap {
-                Some((_, end)) => Some(end),
-                None => deltas.contains_key(&0).then_some(0),
-            };
-        }
-        if let Some(r) = reach.as_mut() {
-            while let Some(&e) = deltas.get(r) {
-                if e <= *r {
-                    break;
-                }
-                *r = e;
-            }
-        }
-        let verdict = match reach {
-            None => Err(ChainError(format!(
-                "part {}: no object starts at offset 0",
-                by_time[0].part
-            ))),
-            Some(r) => match deltas.range((Excluded(r), Unbounded)).next() {
-                Some((&start, _)) => Err(ChainError(format!(
-                    "part {}: bytes {r}..{start} are missing",
-                    by_time[0].part
-                ))),
-                None => Ok(()),
-            },
-        };
+        let verdict = paths.verdict(part);
         // A step function of time: only its changes are kept (a whole chain is one entry).
         if out.last().is_none_or(|(_, last)| *last != verdict) {
             out.push((t, verdict));
         }
     }
     out
+}
+
+/// The offsets chains from `origin` reach, as objects arrive.
+struct Paths {
+    target: u64,
+    reach: BTreeSet<u64>,
+    /// Objects whose start no chain reaches yet: start -> ends.
+    waiting: BTreeMap<u64, Vec<u64>>,
+}
+
+impl Paths {
+    fn from(origin: u64) -> Paths {
+        Paths {
+            target: origin,
+            reach: BTreeSet::from([origin]),
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, start: u64, end: u64) {
+        self.target = self.target.max(end);
+        if !self.reach.contains(&start) {
+            self.waiting.entry(start).or_default().push(end);
+            return;
+        }
+        let mut todo = vec![end];
+        while let Some(x) = todo.pop() {
+            if self.reach.insert(x) {
+                todo.extend(self.waiting.remove(&x).into_iter().flatten());
+            }
+        }
+    }
+
+    fn verdict(&self, part: &str) -> Result<(), ChainError> {
+        if self.reach.contains(&self.target) {
+            return Ok(());
+        }
+        let reached = self.reach.last().copied().unwrap_or(0);
+        let next = self
+            .waiting
+            .range((Excluded(reached), Unbounded))
+            .next()
+            .map(|(&s, _)| s);
+        Err(super::plan::missing(part, reached, next, self.target))
+    }
 }
 
 #[cfg(test)]

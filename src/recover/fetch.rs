@@ -278,10 +278,7 @@ pub fn crc_marks(
             pos += n as u64;
         }
         if pos != o.len() {
-            return Err(Failure::Fatal(Error::new(
-                Exit::Data,
-                format!("object {o} holds {pos} bytes, its key says {}", o.len()),
-            )));
+            return Err(short_answer(o, pos, o.len()));
         }
         match verify(o, (o.start, o.end), h.finalize(), o.crc) {
             Some(e) => Err(Failure::Fatal(e)),
@@ -338,19 +335,21 @@ fn get(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Attempt<crate::s3:
         _ => store.get(&o.key(root)),
     };
     match sent {
-        Ok(b) => {
-            if let Some(len) = b.len
-                && len != o.len()
-            {
-                return Err(Failure::Fatal(Error::new(
-                    Exit::Data,
-                    format!("object {o} holds {len} bytes, its key says {}", o.len()),
-                )));
-            }
-            Ok(b)
-        }
+        Ok(b) => match b.len {
+            Some(len) if len != o.len() => Err(short_answer(o, len, o.len())),
+            _ => Ok(b),
+        },
         Err(e) => Err(classify(o, o.start, o.end, e)),
     }
+}
+
+/// A 200 answer whose body is not as long as asked. The listing said the object is as long as
+/// its key (or it would not be planned from), so this is the store or the way to it (an empty
+/// answer, a proxy cutting bodies): retried like a cut download, never called damage.
+fn short_answer(o: &dyn std::fmt::Display, got: u64, asked: u64) -> Failure {
+    Failure::Transient(format!(
+        "the store answered with {got} bytes of object {o}, asked for {asked}"
+    ))
 }
 
 /// A failed request for bytes `start..end` held by `o`: worth another attempt, or final. A
@@ -379,15 +378,7 @@ fn get_range(
     let (from, to) = o.in_object(start, end);
     match store.get_range(&o.object.key(root), from, to) {
         Ok(b) if b.len == Some(to - from) => Ok(b),
-        Ok(b) => Err(Failure::Fatal(Error::new(
-            Exit::Data,
-            format!(
-                "object {}: asked for bytes {from}..{to}, the store answered with {} bytes",
-                o.object,
-                b.len
-                    .map_or("an unknown number of".to_string(), |n| n.to_string())
-            ),
-        ))),
+        Ok(b) => Err(short_answer(&o.object, b.len.unwrap_or(0), to - from)),
         Err(e) => Err(classify(&o.object, start, end, e)),
     }
 }
@@ -424,21 +415,8 @@ fn fetch_small(store: &dyn ObjectStore, root: &str, o: &Download) -> Result<Vec<
         if let Err(e) = body.reader.take(o.len() + 1).read_to_end(&mut buf) {
             return Err(Failure::Transient(format!("reading the body: {e}")));
         }
-        if buf.len() as u64 > o.len() {
-            return Err(Failure::Fatal(Error::new(
-                Exit::Data,
-                format!(
-                    "object {o} holds more bytes than its key says ({})",
-                    o.len()
-                ),
-            )));
-        }
         if buf.len() as u64 != o.len() {
-            return Err(Failure::Transient(format!(
-                "got {} of {} bytes",
-                buf.len(),
-                o.len()
-            )));
+            return Err(short_answer(o, buf.len() as u64, o.len()));
         }
         match verify(o, (o.start, o.end), crc32fast::hash(&buf), o.crc) {
             Some(e) => Err(Failure::Fatal(e)),

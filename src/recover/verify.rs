@@ -38,7 +38,7 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
         .list(&root)
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
     let mut read = bucket::read_listing(&root, listed);
-    bucket::open_indexes(store, &root, &mut read);
+    bucket::open_indexes(store, &root, &mut read)?;
     let foreign = read.foreign;
     let damaged = read.damaged;
     // A generation marked as being deleted is no longer history: a prune cut short, that the
@@ -199,7 +199,7 @@ fn deep(
     }
     let shorter = |o: &ObjectKey| -> Vec<&ObjectKey> {
         match o.kind {
-            Kind::Delta | Kind::Merged => starting
+            Kind::Delta | Kind::Merged | Kind::Piece => starting
                 .get(&(o.generation, o.mode, o.part.as_str(), o.start))
                 .map(|v| v.iter().copied().filter(|s| s.end < o.end).collect())
                 .unwrap_or_default(),

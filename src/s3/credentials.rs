@@ -54,6 +54,67 @@ impl Source {
     }
 }
 
+/// Runs a `credential_process` with `sh -c` and returns what it printed, or why not. It runs
+/// as its own process group, killed whole when it outlives `limit` or a stop is requested
+/// (SIGTERM must not wait on a helper waiting for a login). What it prints on stderr may hold
+/// secrets: it is not kept.
+fn run_process(command: &str, limit: Duration) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run credential_process: {e}"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        // Read while it runs (a full pipe would block it), at most 1 MiB.
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out.take(1 << 20).read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(format!("credential_process: {e}")),
+        }
+        let why = match (
+            crate::signal::stop_requested(),
+            std::time::Instant::now() >= deadline,
+        ) {
+            (true, _) => Some("stopped: persist was asked to stop".to_string()),
+            (_, true) => Some(format!(
+                "killed after {} s without an answer",
+                limit.as_secs()
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            crate::signal::kill_group(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("credential_process {why}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if !status.success() {
+        crate::signal::kill_group(child.id());
+        return Err(format!("credential_process failed ({status})"));
+    }
+    // Whatever it left running in its group must not hold the pipe open.
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let out = rx.recv_timeout(left.max(Duration::from_millis(100)));
+    crate::signal::kill_group(child.id());
+    out.map_err(|_| "credential_process left its output open".to_string())
+}
+
 /// Credentials fetched from a [`Source`], and when they expire.
 pub struct Provider {
     source: Source,
@@ -69,6 +130,11 @@ struct Current {
     /// A refresh failed while these still held: said once.
     said_stale: bool,
 }
+
+/// How long a `credential_process` may run. An SSO or vault helper waiting for a login would
+/// otherwise stop uploads, and SIGTERM, for as long as it waits; after this it is killed (with
+/// whatever it started) and the attempt fails like a network error, retried later.
+const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 
 /// Refresh this long before expiry, or at half the lifetime of short-lived credentials.
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -130,22 +196,30 @@ impl Provider {
                 *cur = fresh;
                 Ok(cur.creds.clone())
             }
-            Err(why) if now < expires => {
+            // The clock after the attempt: a helper can take its time to fail.
+            Err(why) => {
+                let after = timestamp::now_ms();
+                if after >= expires {
+                    return Err(S3Error::Network(format!(
+                        "the credentials from {} expired at {} ({} s ago) and could not be \
+                         fetched again: {why}",
+                        self.source.describe(),
+                        timestamp::rfc3339_ms(expires),
+                        (after - expires) / 1000
+                    )));
+                }
                 if !cur.said_stale {
                     cur.said_stale = true;
                     log::warn!(
                         "could not refresh the credentials from {} ({why}); the current ones \
-                         hold for {} s more",
+                         expire at {} ({} s from now)",
                         self.source.describe(),
-                        (expires - now) / 1000
+                        timestamp::rfc3339_ms(expires),
+                        (expires - after) / 1000
                     );
                 }
                 Ok(cur.creds.clone())
             }
-            Err(why) => Err(S3Error::Network(format!(
-                "the credentials from {} expired and could not be fetched again: {why}",
-                self.source.describe()
-            ))),
         }
     }
 
@@ -210,17 +284,10 @@ impl Provider {
                     expires,
                 )
             }
-            Source::Process { command, .. } => {
-                let out = std::process::Command::new("sh")
-                    .args(["-c", command])
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .map_err(|e| format!("cannot run credential_process: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!("credential_process failed ({})", out.status));
-                }
-                from_json(&String::from_utf8_lossy(&out.stdout))?
-            }
+            Source::Process { command, .. } => from_json(&String::from_utf8_lossy(&run_process(
+                command,
+                PROCESS_LIMIT,
+            )?))?,
         };
         Ok(Current {
             creds,
@@ -324,6 +391,17 @@ pub fn json_field(body: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hanging_credential_process_is_killed_with_what_it_started() {
+        let started = std::time::Instant::now();
+        let e = run_process("sleep 30 & sleep 30", Duration::from_millis(300)).unwrap_err();
+        assert!(e.contains("killed after"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let out = run_process("printf '{\"AccessKeyId\": \"A\"}'", Duration::from_secs(5));
+        assert_eq!(out.unwrap(), br#"{"AccessKeyId": "A"}"#);
+        assert!(run_process("exit 3", Duration::from_secs(5)).is_err());
+    }
 
     #[test]
     fn json_fields_of_metadata_answers() {

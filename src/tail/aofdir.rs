@@ -334,21 +334,31 @@ impl Follower for AofDirFollower {
             return Ok(());
         };
         let time = up.clock.at_least(seen);
-        for (name, &len) in &obs.lengths {
+        // One observation, one point: the manifest goes last when it is uploaded (a reader must
+        // never see a manifest naming files that are not there), and whatever goes last closes
+        // the point; everything before it is a piece (see `layout`), so a tick cut short
+        // leaves no point that holds only part of what Redis had written.
+        let manifest_changed = self.manifest_uploaded.as_deref() != Some(&obs.manifest[..]);
+        let unlisted_pending = self
+            .parts
+            .iter()
+            .any(|(name, p)| !p.in_bucket() && !obs.lengths.contains_key(name));
+        let put_manifest = (manifest_changed || unlisted_pending) && self.manifest_name.is_some();
+        let behind: Vec<(&String, u64)> = obs
+            .lengths
+            .iter()
+            .filter(|(name, len)| self.parts.get(*name).is_some_and(|p| p.behind(**len)))
+            .map(|(name, &len)| (name, len))
+            .collect();
+        for (i, &(name, len)) in behind.iter().enumerate() {
             let Some(p) = self.parts.get_mut(name) else {
                 continue;
             };
-            if p.behind(len) {
-                p.ship(up, generation, name, len, time)?;
-            }
+            let closes = !put_manifest && i + 1 == behind.len();
+            p.ship(up, generation, name, len, (time, closes))?;
         }
-        let manifest_changed = self.manifest_uploaded.as_deref() != Some(&obs.manifest[..]);
-        if manifest_changed || !self.parts.values().all(|p| p.in_bucket()) {
-            let Some(manifest_name) = self.manifest_name.clone() else {
-                return Ok(());
-            };
-            up.put_snap(generation, &manifest_name, &obs.manifest, time)
-                .map_err(TickError::S3)?;
+        if let (true, Some(manifest_name)) = (put_manifest, self.manifest_name.clone()) {
+            up.put_snap(generation, &manifest_name, &obs.manifest, time)?;
             self.manifest_uploaded = Some(obs.manifest);
         }
         Ok(())

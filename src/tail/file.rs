@@ -245,7 +245,7 @@ impl FileFollower {
         match seen {
             Some(ms) => {
                 let time = up.clock.at_least(ms);
-                t.shipped.ship(up, t.generation, part, len, time)?
+                t.shipped.ship(up, t.generation, part, len, (time, true))?
             }
             None => t.shipped.ship_detached(up, t.generation, part, len)?,
         }

@@ -14,7 +14,8 @@ use crate::layout::{self, Mode};
 
 use super::merge::{Held, held_from_chain};
 use super::shipped::{FileId, Shipped};
-use super::upload::{UploadError, Uploader, mtime_ms};
+use super::source::mtime_ms;
+use super::upload::{UploadError, Uploader};
 
 /// Why a generation ends and the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +193,10 @@ impl Lifecycle {
         bytes: u64,
     ) -> GenId {
         up.clock.start_generation(seen_ms);
+        // A generation of one's own is where two writers would part ways: make sure first.
+        if let Some(l) = up.lease.as_mut() {
+            l.check_next();
+        }
         let id = GenId {
             number: self.next_number,
             mode: self.mode,

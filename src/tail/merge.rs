@@ -20,7 +20,8 @@ mod body;
 
 use body::IndexBody;
 
-use super::upload::{BUFFER_LIMIT, RangeReader, UploadError, Uploader, crc_range, read_exact_at};
+use super::source::{RangeReader, crc_range, read_exact_at};
+use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
 use super::verify::{Capture, Witness};
 
 /// Merged objects with at most this many points keep them in memory (24 bytes each); larger
@@ -116,14 +117,19 @@ impl Doomed {
         }
     }
 
+    /// Whether [`Doomed::flush`] would delete anything now.
+    pub fn due(&self, now: bool) -> bool {
+        !self.keys.is_empty()
+            && (now
+                || self.keys.len() >= crate::s3::MAX_BATCH
+                || self.since.is_some_and(|t| t.elapsed() >= DELETE_EVERY))
+    }
+
     /// Deletes what is due (everything with `now`): a full batch, or keys waiting for
     /// [`DELETE_EVERY`]. A failure keeps the keys for the next time; a key left behind by a
     /// crash is found again when persist resumes (see `chain::Generation::hidden`).
     pub fn flush(&mut self, store: &dyn ObjectStore, now: bool) {
-        let due = now
-            || self.keys.len() >= crate::s3::MAX_BATCH
-            || self.since.is_some_and(|t| t.elapsed() >= DELETE_EVERY);
-        if !due || self.keys.is_empty() {
+        if !self.due(now) {
             return;
         }
         let n = self.keys.len().min(crate::s3::MAX_BATCH);

@@ -26,6 +26,9 @@ pub struct Report {
     objects_then: u64,
     /// When persist was last caught up (nothing waiting after a successful poll).
     caught_up_at: Option<u64>,
+    /// Until it has been: the newest recovery point of what persist resumed, or its start.
+    /// Bytes waiting at a start were written after that, so their age is at most this.
+    caught_up_before: u64,
 }
 
 /// What a poll left behind, for the report.
@@ -39,7 +42,12 @@ pub struct Seen {
 }
 
 impl Report {
-    pub fn new(metrics: Option<PathBuf>, heartbeat_url: Option<String>) -> Report {
+    /// `caught_up_before`: the time of the newest recovery point persist resumed from, or now.
+    pub fn new(
+        metrics: Option<PathBuf>,
+        heartbeat_url: Option<String>,
+        caught_up_before: u64,
+    ) -> Report {
         Report {
             metrics,
             metrics_failing: false,
@@ -51,6 +59,7 @@ impl Report {
             last_success_ms: None,
             objects_then: 0,
             caught_up_at: None,
+            caught_up_before,
         }
     }
 
@@ -72,6 +81,17 @@ impl Report {
         if self.metrics.is_some() {
             let text = self.render(seen, store, now);
             self.write_metrics(&text);
+        }
+    }
+
+    /// See `petrify_lag_seconds`.
+    fn lag_s(&self, pending: u64, now: u64) -> f64 {
+        match pending {
+            0 => 0.0,
+            _ => {
+                let since = self.caught_up_at.unwrap_or(self.caught_up_before);
+                now.saturating_sub(since) as f64 / 1000.0
+            }
         }
     }
 
@@ -124,16 +144,13 @@ impl Report {
             "Unix time of the last poll that succeeded, uploads included.",
             &one(secs(self.last_success_ms)),
         );
-        let lag = match (seen.pending, self.caught_up_at) {
-            (0, _) => 0.0,
-            (_, Some(t)) => now.saturating_sub(t) as f64 / 1000.0,
-            (_, None) => 0.0,
-        };
         family(
             "petrify_lag_seconds",
             "gauge",
-            "Seconds since persist last had nothing waiting (0 when caught up).",
-            &one(lag),
+            "Age of the oldest byte of the followed file not in the bucket yet, at most: seconds \
+             since persist last had nothing waiting, or since the newest recovery point when it \
+             has not caught up since its start (0 when nothing waits).",
+            &one(self.lag_s(seen.pending, now)),
         );
         family(
             "petrify_pending_bytes",
@@ -193,5 +210,21 @@ impl Report {
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Restarted with bytes waiting and every upload failing: the lag counts from the newest
+    /// point in the bucket, not from zero.
+    #[test]
+    fn lag_is_the_age_of_what_waits() {
+        let mut r = Report::new(None, None, 1_000_000);
+        assert_eq!(r.lag_s(0, 1_060_000), 0.0);
+        assert_eq!(r.lag_s(5, 1_060_000), 60.0);
+        r.caught_up_at = Some(1_050_000);
+        assert_eq!(r.lag_s(5, 1_060_000), 10.0);
     }
 }

@@ -12,7 +12,8 @@ use crate::compaction;
 use crate::error::{Error, Exit, Result};
 
 use super::merge::{Held, Merge};
-use super::upload::{BUFFER_LIMIT, UploadError, Uploader, crc_prefix, mtime_ms};
+use super::source::{crc_prefix, mtime_ms};
+use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
 use super::verify::{self, Witness};
 
 /// (device, inode): what a path refers to, so that a file renamed over it is noticed.
@@ -118,16 +119,20 @@ impl Shipped {
 
     /// Uploads what the bucket lacks up to `len`: from 0 while the generation holds nothing of
     /// the file, else from the end of what it holds. Progress is kept object by object.
+    /// `closes`: whether this upload is the last of the observation at `time_ms` (see
+    /// [`Uploader::put_deltas`]); only such an upload merges, since a merged object is a point.
     pub fn ship(
         &mut self,
         up: &mut Uploader,
         generation: GenId,
         part: &str,
         len: u64,
-        time_ms: u64,
+        (time_ms, closes): (u64, bool),
     ) -> std::result::Result<(), UploadError> {
+        up.still_writer(false)?;
         let start = self.uploaded();
-        if let Some(from) = self.merge_from(up, (start, len), time_ms) {
+        let merging = closes.then(|| self.merge_from(up, (start, len), time_ms));
+        if let Some(from) = merging.flatten() {
             let m = Merge {
                 generation,
                 part,
@@ -152,10 +157,12 @@ impl Shipped {
                 // and the merge is tried again at the next window. Said at WARN when it will
                 // fail again (a store refusing multipart copies, bytes that changed); a
                 // network error is the polling loop's to report.
+                Err(UploadError::LeaseLost(e)) => return Err(UploadError::LeaseLost(e)),
                 Err(e) => {
                     let (why, again) = match &e {
                         UploadError::S3(e) => (e.to_string(), !e.is_transient()),
                         UploadError::Read(e) => (e.to_string(), true),
+                        UploadError::LeaseLost(e) => (e.message.clone(), true),
                     };
                     let level = match again {
                         true => log::Level::Warn,
@@ -174,7 +181,7 @@ impl Shipped {
             part,
             &self.file,
             (start, len),
-            time_ms,
+            (time_ms, closes),
             (&mut self.witness, &mut self.held),
         );
         // Part of a large range may be stored even if the rest failed.
@@ -194,7 +201,7 @@ impl Shipped {
         len: u64,
     ) -> std::result::Result<(), UploadError> {
         let time = up.clock.at_least(mtime_ms(&self.file));
-        self.ship(up, generation, part, len, time)
+        self.ship(up, generation, part, len, (time, true))
     }
 
     /// Starts over in a new generation: the bucket holds nothing of it there.

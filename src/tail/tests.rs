@@ -60,11 +60,16 @@ fn uploader(store: &MemStore) -> Uploader<'_> {
         bytes: 0,
         compaction: None,
         doomed: Default::default(),
+        lease: None,
     }
 }
 
 fn generations(store: &MemStore) -> Vec<Generation> {
-    chain::generations(bucket::parse_listing(store, ROOT, store.list(ROOT).unwrap()).0)
+    chain::generations(
+        bucket::parse_listing(store, ROOT, store.list(ROOT).unwrap())
+            .unwrap()
+            .0,
+    )
 }
 
 /// The newest generation's number and each part's bytes as of its newest point, rebuilt from

@@ -3,8 +3,7 @@
 //! streamed by positioned reads, so memory stays flat.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 
 use crate::chain::GenId;
 use crate::layout::{Kind, ObjectKey};
@@ -14,6 +13,7 @@ use crate::compaction::Spans;
 
 use super::clock::Clock;
 use super::merge::{Doomed, Held};
+use super::source::{RangeReader, crc_range, hash_range, read_exact_at};
 use super::verify::{Capture, Witness};
 
 /// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
@@ -86,6 +86,8 @@ pub enum UploadError {
     S3(S3Error),
     /// Reading the followed file failed, or it shrank or changed while being read.
     Read(io::Error),
+    /// The writer lease is no longer this process's: persist stops (status 73).
+    LeaseLost(crate::error::Error),
 }
 
 impl From<S3Error> for UploadError {
@@ -108,6 +110,8 @@ pub struct Uploader<'a> {
     pub compaction: Option<Spans>,
     /// Objects replaced by merged ones, to delete.
     pub doomed: Doomed,
+    /// The writer lease this process holds (`None` in unit tests, which run without one).
+    pub lease: Option<crate::lease::Holding>,
 }
 
 /// Where the bytes of one upload come from.
@@ -124,16 +128,24 @@ impl Uploader<'_> {
     /// bigger). `done` follows each object S3 has acknowledged, with the bytes it holds, so a
     /// failure keeps the progress. An empty range is uploaded as one empty object (a
     /// generation's start).
+    ///
+    /// Every object but the last is a [`Kind::Piece`], and so is the last unless `closes`: the
+    /// point at `time_ms` appears to readers only once the object that closes it has landed,
+    /// never while part of it is missing.
     pub(super) fn put_deltas(
         &mut self,
         generation: GenId,
         part: &str,
         file: &File,
         (start, end): (u64, u64),
-        time_ms: u64,
+        (time_ms, closes): (u64, bool),
         (done, held): (&mut Witness, &mut Vec<Held>),
     ) -> Result<(), UploadError> {
         let pieces = pieces_of(start, end, self.max_object);
+        let kind = |to: u64| match closes && to == end {
+            true => Kind::Delta,
+            false => Kind::Piece,
+        };
         if end - start <= BUFFER_LIMIT {
             for &(from, to) in &pieces {
                 let src = Source {
@@ -141,7 +153,8 @@ impl Uploader<'_> {
                     start: from,
                     end: to,
                 };
-                let (key, capture) = self.put_delta(generation, part, src, time_ms, None)?;
+                let labels = (time_ms, kind(to));
+                let (key, capture) = self.put_delta(generation, part, src, labels, None)?;
                 done.extend(capture, key.crc);
                 held.push(Held::delta(&key));
             }
@@ -187,7 +200,8 @@ impl Uploader<'_> {
                     end: object.end,
                 };
                 let crc = object.hasher.finalize();
-                let (key, capture) = self.put_delta(generation, part, src, time_ms, Some(crc))?;
+                let labels = (time_ms, kind(object.end));
+                let (key, capture) = self.put_delta(generation, part, src, labels, Some(crc))?;
                 done.extend(capture, key.crc);
                 held.push(Held::delta(&key));
                 from = object.end;
@@ -196,15 +210,15 @@ impl Uploader<'_> {
         })
     }
 
-    /// Uploads `[start, end)` of `file` as one delta (its CRC-32 `known` already, or not).
-    /// Returns the key once S3 answered 2xx, and what the file's [`Witness`] keeps of the bytes
-    /// sent.
+    /// Uploads `[start, end)` of `file` as one delta or piece (its CRC-32 `known` already, or
+    /// not). Returns the key once S3 answered 2xx, and what the file's [`Witness`] keeps of the
+    /// bytes sent.
     fn put_delta(
         &mut self,
         generation: GenId,
         part: &str,
         src: Source<'_>,
-        time_ms: u64,
+        (time_ms, kind): (u64, Kind),
         known: Option<u32>,
     ) -> Result<(ObjectKey, Capture), UploadError> {
         let len = src.end - src.start;
@@ -222,35 +236,20 @@ impl Uploader<'_> {
         } else {
             crc_range(src.file, src.start, src.end).map_err(UploadError::Read)?
         };
-        let key = object_key(
-            generation,
-            part,
-            Kind::Delta,
-            (src.start, src.end),
-            time_ms,
-            crc,
-        );
+        let key = object_key(generation, part, kind, (src.start, src.end), time_ms, crc);
         let full = key.key(&self.root);
         if buffer {
             self.store.put(&full, &mut &buffered[..], len, Some(crc))?;
         } else {
-            let mut reader = RangeReader {
-                file: src.file,
-                pos: src.start,
-                end: src.end,
-                hasher: crc32fast::Hasher::new(),
-                expect: crc,
-                capture,
-                failed: None,
-            };
+            let mut reader = RangeReader::new(src.file, src.start, src.end, crc);
             let sent = self.store.put(&full, &mut reader, len, Some(crc));
             // A failure of our own reader reaches us through the HTTP client: say it as what
             // it is, a read of the file, not the network.
-            if let Some((kind, what)) = reader.failed {
-                return Err(UploadError::Read(io::Error::new(kind, what)));
+            if let Some(e) = reader.failure() {
+                return Err(UploadError::Read(e));
             }
             sent?;
-            capture = reader.capture;
+            capture = reader.into_capture();
         }
         Ok((self.stored(key), capture))
     }
@@ -262,7 +261,8 @@ impl Uploader<'_> {
         part: &str,
         bytes: &[u8],
         time_ms: u64,
-    ) -> Result<ObjectKey, S3Error> {
+    ) -> Result<ObjectKey, UploadError> {
+        self.still_writer(false)?;
         let len = bytes.len() as u64;
         let key = object_key(
             generation,
@@ -275,6 +275,35 @@ impl Uploader<'_> {
         self.store
             .put(&key.key(&self.root), &mut &bytes[..], len, Some(key.crc))?;
         Ok(self.stored(key))
+    }
+
+    /// Makes sure the writer lease is still this process's, when a check is due before an
+    /// upload (see [`crate::lease::Holding`]), or at once with `now` (before a deletion).
+    /// `Ok(false)`: the store did not answer, so nothing is known.
+    pub fn still_writer(&mut self, now: bool) -> Result<bool, UploadError> {
+        let Some(h) = self.lease.as_mut() else {
+            return Ok(true);
+        };
+        if !now && !h.due() {
+            return Ok(true);
+        }
+        match h.confirm(self.store) {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(lost)) => Err(UploadError::LeaseLost(lost)),
+            Err(e) if now => {
+                log::debug!("could not check the writer lease ({e}); later");
+                Ok(false)
+            }
+            Err(e) => Err(UploadError::S3(e)),
+        }
+    }
+
+    /// Deletes the objects compaction replaced, when due, once the lease is confirmed.
+    pub fn delete_replaced(&mut self, now: bool) -> Result<(), UploadError> {
+        if self.doomed.due(now) && self.still_writer(true)? {
+            self.doomed.flush(self.store, now);
+        }
+        Ok(())
     }
 
     fn stored(&mut self, key: ObjectKey) -> ObjectKey {
@@ -303,110 +332,6 @@ fn object_key(
         crc,
         kind,
         within: None,
-    }
-}
-
-pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    file.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while being read",
-            )
-        } else {
-            e
-        }
-    })
-}
-
-/// A file's modification time in Unix milliseconds (0 if the system cannot say).
-pub fn mtime_ms(file: &File) -> u64 {
-    file.metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// CRC-32 of the first `end` bytes of a file (to check that a chain can be continued).
-pub fn crc_prefix(file: &File, end: u64) -> io::Result<u32> {
-    crc_range(file, 0, end)
-}
-
-pub(super) fn crc_range(file: &File, start: u64, end: u64) -> io::Result<u32> {
-    hash_range(file, start, end).map(crc32fast::Hasher::finalize)
-}
-
-/// CRC-32 state of `[start, end)` of a file, to combine with others.
-fn hash_range(file: &File, start: u64, end: u64) -> io::Result<crc32fast::Hasher> {
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = start;
-    while pos < end {
-        let n = ((end - pos) as usize).min(buf.len());
-        read_exact_at(file, &mut buf[..n], pos)?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(h)
-}
-
-/// Streams `[pos, end)` of a file by positioned reads. Ends in an error, never early: ureq would
-/// spin on a short body, and a body whose CRC no longer matches its key must not be stored, so
-/// the last read fails instead of completing the request.
-pub(super) struct RangeReader<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-    hasher: crc32fast::Hasher,
-    expect: u32,
-    capture: Capture,
-    /// The error this reader returned, if any.
-    failed: Option<(io::ErrorKind, String)>,
-}
-
-impl<'a> RangeReader<'a> {
-    /// `[start, end)` of `file`, which must have CRC-32 `expect`.
-    pub(super) fn new(file: &'a File, start: u64, end: u64, expect: u32) -> RangeReader<'a> {
-        RangeReader {
-            file,
-            pos: start,
-            end,
-            hasher: crc32fast::Hasher::new(),
-            expect,
-            capture: Capture::new(start, end),
-            failed: None,
-        }
-    }
-
-    fn next_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.end || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = ((self.end - self.pos) as usize).min(buf.len());
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank during the upload",
-            ));
-        }
-        self.hasher.update(&buf[..n]);
-        self.capture.feed(self.pos, &buf[..n]);
-        self.pos += n as u64;
-        if self.pos == self.end && self.hasher.clone().finalize() != self.expect {
-            return Err(io::Error::other("the file changed during the upload"));
-        }
-        Ok(n)
-    }
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.next_bytes(buf).inspect_err(|e| {
-            self.failed = Some((e.kind(), e.to_string()));
-        })
     }
 }
 
@@ -460,32 +385,5 @@ mod tests {
         assert!(join(&mut object, granule(50, 60), 20).is_none());
         assert!(join(&mut object, granule(60, 100), 60).is_none());
         assert_eq!(object.hasher.finalize(), crc32fast::hash(&bytes[40..]));
-    }
-
-    #[test]
-    fn range_reader_refuses_short_or_changed_files() {
-        let dir = std::env::temp_dir().join(format!("petrify-rr-{}", std::process::id()));
-        std::fs::write(&dir, b"hello world").unwrap();
-        let f = File::open(&dir).unwrap();
-        let read = |end: u64, expect: u32| {
-            let mut r = RangeReader {
-                file: &f,
-                pos: 0,
-                end,
-                hasher: crc32fast::Hasher::new(),
-                expect,
-                capture: Capture::new(0, end),
-                failed: None,
-            };
-            let mut v = Vec::new();
-            r.read_to_end(&mut v).map(|_| v)
-        };
-        assert_eq!(
-            read(11, crc32fast::hash(b"hello world")).unwrap(),
-            b"hello world"
-        );
-        assert!(read(11, 1).is_err());
-        assert!(read(20, 1).is_err());
-        std::fs::remove_file(&dir).unwrap();
     }
 }

@@ -97,6 +97,13 @@ pub struct Config {
     /// Answer requests carrying `x-amz-checksum-crc32` with a 400 that names it, as a store
     /// that does not take checksums would.
     pub refuse_checksums: AtomicBool,
+    /// Let this many object PUTs (the lease aside) through, then answer every further one
+    /// with 503 SlowDown: a store that refuses the rest of a split upload.
+    pub pass_object_puts: AtomicU64,
+    /// Probability that the store keeps an upload of a merged object (a PUT, or the POST that
+    /// completes its multipart upload) but its answer is lost: forwarded, then the connection
+    /// reset.
+    pub lose_merged_answers: Mutex<f64>,
     rng: Mutex<u64>,
 }
 
@@ -123,6 +130,8 @@ impl Proxy {
             strip_if_none_match: AtomicBool::new(false),
             corrupt_puts: AtomicU64::new(0),
             refuse_checksums: AtomicBool::new(false),
+            pass_object_puts: AtomicU64::new(u64::MAX),
+            lose_merged_answers: Mutex::new(0.0),
             rng: Mutex::new(seed | 1),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -209,6 +218,18 @@ pub fn html_page() -> String {
     )
 }
 
+/// A seeded coin that comes up true with probability `p`.
+fn chance(config: &Config, p: f64) -> bool {
+    if p <= 0.0 {
+        return false;
+    }
+    let mut r = config.rng.lock().unwrap();
+    *r ^= *r << 13;
+    *r ^= *r >> 7;
+    *r ^= *r << 17;
+    (*r % 1_000_000) as f64 / 1_000_000.0 < p
+}
+
 fn next_fault(config: &Config) -> Option<Fault> {
     let rate = *config.fault_rate.lock().unwrap();
     let mut s = config.rng.lock().unwrap();
@@ -250,6 +271,8 @@ fn serve(
         let mut copy_range: Option<u64> = None;
         let mut is_copy = false;
         let mut is_post = false;
+        let mut is_lease = false;
+        let mut is_merged = false;
         loop {
             let mut line = Vec::new();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -272,7 +295,9 @@ fn serve(
                     stats.gets.fetch_add(1, Ordering::SeqCst);
                 }
                 is_post = text.starts_with("post ");
-                is_lease_get = text.starts_with("get ") && path.ends_with("/writer.lease");
+                is_lease = path.ends_with("/writer.lease");
+                is_lease_get = text.starts_with("get ") && is_lease;
+                is_merged = path.ends_with(".merged");
                 is_put = text.starts_with("put ");
             }
             has_checksum |= text.starts_with("x-amz-checksum-crc32:");
@@ -395,6 +420,24 @@ fn serve(
             client.write_all(s3_error(404, "NoSuchKey").as_bytes())?;
             continue;
         }
+        if is_put
+            && is_object
+            && !is_lease
+            && upload_id.is_none()
+            && config
+                .pass_object_puts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            client.write_all(s3_error(503, "SlowDown").as_bytes())?;
+            continue;
+        }
+        // A merged object's upload completes with a PUT, or with the POST of its multipart
+        // upload (UploadPart PUTs and the POST that starts it carry no object yet).
+        let completes = (is_put && upload_id.is_none()) || (is_post && upload_id.is_some());
+        let lose_answer =
+            is_merged && completes && chance(config, *config.lose_merged_answers.lock().unwrap());
         let canned = config.canned.lock().unwrap().clone();
         if let Some(resp) = canned {
             client.write_all(resp.as_bytes())?;
@@ -424,6 +467,10 @@ fn serve(
         up.write_all(&body)?;
         let mut resp = Vec::new();
         up.read_to_end(&mut resp)?;
+        if lose_answer {
+            stats.faults.fetch_add(1, Ordering::SeqCst);
+            return client.shutdown(Shutdown::Both);
+        }
         match fault {
             Some(Fault::ResetMidResponse) => {
                 client.write_all(&resp[..resp.len() / 2])?;

@@ -3,6 +3,7 @@
 
 use std::io::{self, Read};
 
+use crate::layout::Kind;
 use crate::layout::index::{self, Entry};
 use crate::s3::ObjectStore;
 
@@ -36,17 +37,28 @@ impl IndexBody {
         let mut text: Vec<u8> = index::render(&[]);
         let mut kept: Option<Vec<Entry>> = Some(Vec::new());
         let mut len = 0u64;
+        // A piece is no point: its bytes go into the line of the point that closed it (the
+        // next line), so that every index line is a point a reader may offer.
+        let mut carried: Option<(u32, u64)> = None;
         for h in inputs {
+            if h.object.kind == Kind::Piece {
+                carried = Some(carry(carried, h.crc, h.len()));
+                continue;
+            }
             match &h.entries {
                 Some(e) => {
-                    let lines = index::render(e);
+                    let mut e = e.clone();
+                    if let (Some(first), Some(c)) = (e.first_mut(), carried.take()) {
+                        first.crc = carry(Some(c), first.crc, first.end - h.start).0;
+                    }
+                    let lines = index::render(&e);
                     text.extend_from_slice(&lines[index::HEADER.len()..]);
                     if let Some(k) = kept.as_mut() {
-                        k.extend_from_slice(e);
+                        k.extend_from_slice(&e);
                     }
                 }
                 None => {
-                    if !h.whole() {
+                    if !h.whole() || carried.is_some() {
                         return Err(UploadError::Read(io::Error::other(
                             "part of a large merged object cannot be merged again",
                         )));
@@ -70,6 +82,11 @@ impl IndexBody {
                 }
             }
         }
+        let mut new = new;
+        if let Some(c) = carried {
+            let from = inputs.last().map_or(new.end, |h| h.end);
+            new.crc = carry(Some(c), new.crc, new.end - from).0;
+        }
         let line = index::render(&[new]);
         text.extend_from_slice(&line[index::HEADER.len()..]);
         if let Some(k) = kept.as_mut() {
@@ -89,6 +106,14 @@ impl IndexBody {
     /// The CRC-32 of the whole index, when it is all in memory.
     pub(super) fn crc(&self) -> Option<u32> {
         self.text_crc
+    }
+}
+
+/// The CRC-32 and length of bytes carried so far followed by `len` bytes of CRC-32 `crc`.
+fn carry(carried: Option<(u32, u64)>, crc: u32, len: u64) -> (u32, u64) {
+    match carried {
+        Some((c, l)) => (crate::crc::combine(c, crc, len), l + len),
+        None => (crc, len),
     }
 }
 
