@@ -78,25 +78,33 @@ pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generati
         // An object whose every point a larger one holds too (a merged object written, the
         // objects it replaces not deleted yet) is hidden: no chain needs it, and persist
         // deletes it. It goes whole, so that no object is left with a hole in its points.
-        let mut largest: BTreeMap<(u64, u64, u64, Kind, u32), u64> = BTreeMap::new();
+        // Sorted so that each run of one point starts with its largest holder: one pass, no
+        // table of points (a month of them is millions).
         let point = |o: &ObjectKey| (o.start, o.end, o.time_ms, o.kind, o.crc);
-        for o in g.objects() {
-            let l = largest.entry(point(o)).or_insert(0);
-            *l = (*l).max(o.holder().len());
+        let mut needed: BTreeMap<ObjectKey, bool> = BTreeMap::new();
+        for objs in g.parts.values_mut() {
+            objs.sort_by_key(|o| (point(o), std::cmp::Reverse(o.holder().len())));
+            let mut largest = 0;
+            for (i, o) in objs.iter().enumerate() {
+                if i == 0 || point(&objs[i - 1]) != point(o) {
+                    largest = o.holder().len();
+                }
+                let elsewhere = o.holder().len() < largest;
+                match needed.get_mut(o.holder()) {
+                    Some(n) => *n |= !elsewhere,
+                    None => {
+                        needed.insert(o.holder().clone(), !elsewhere);
+                    }
+                }
+            }
         }
-        let mut kept: BTreeMap<&ObjectKey, bool> = BTreeMap::new();
-        for o in g.objects() {
-            let elsewhere = largest[&point(o)] > o.holder().len();
-            *kept.entry(o.holder()).or_insert(false) |= !elsewhere;
-        }
-        let hidden: std::collections::BTreeSet<ObjectKey> = kept
+        let hidden: std::collections::BTreeSet<ObjectKey> = needed
             .into_iter()
-            .filter(|(_, keep)| !keep)
-            .map(|(h, _)| h.clone())
+            .filter(|(_, needed)| !needed)
+            .map(|(h, _)| h)
             .collect();
         for objs in g.parts.values_mut() {
             objs.retain(|o| !hidden.contains(o.holder()));
-            objs.sort_by_key(|o| (o.start, o.end, o.time_ms, o.kind, o.crc));
         }
         g.hidden = hidden.into_iter().collect();
     }
