@@ -12,6 +12,7 @@ mod common;
 mod measure;
 mod month;
 mod peers;
+mod readers;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -178,6 +179,11 @@ fn main() {
         }
         if want("simulated month") {
             month::month(&s3, &work, window, &mut t);
+        }
+        if want("planted month") {
+            // A month of one-second points; the smoke run plants a day's worth.
+            let points = if o.smoke { 86_400 } else { 2_592_000 };
+            readers::readers(&s3, &work, points, &mut t);
         }
     }
     print!("{}", t.render(&names, &machine(&peers)));

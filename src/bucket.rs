@@ -39,14 +39,38 @@ pub struct Bucketed {
     pub damaged: Vec<ObjectKey>,
 }
 
-/// Lists the prefix once and reads every merged object's index: the one view of the bucket
-/// that list, verify, status, recover and persist plan from, so that they cannot disagree about
-/// a point. A permanent error (credentials, bucket) is fatal to the caller.
+/// Lists the prefix once and reads every merged object's index: the whole view of the bucket,
+/// the one list, verify and persist plan from. A permanent error (credentials, bucket) is fatal
+/// to the caller.
 pub fn survey(store: &dyn ObjectStore, root: &str) -> Result<Bucketed> {
+    survey_for(store, root, Indexes::All)
+}
+
+/// Which merged objects' indexes a reader reads (one GET each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexes {
+    /// Every one: each point is offered (list, verify, persist).
+    All,
+    /// Only what the newest point at or before this time (the newest of all with `None`)
+    /// needs: in each part, the first merged object observed after it, inside which the point
+    /// may lie. Every other merged object is used whole, as one object at its key's time (its
+    /// last point). Within a generation a later byte was never observed earlier, so this view
+    /// chooses the same point, with the same size, as the whole one; it only knows fewer ways
+    /// into merged objects. Recover and status plan on it first, with the same planner, and
+    /// fall back to [`Indexes::All`] whenever it cannot vouch for the point: its memory then
+    /// grows with the objects read, not with a month of points.
+    Upto(Option<u64>),
+}
+
+/// Lists the prefix once, reading the indexes `need` says.
+pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<Bucketed> {
     let listed = store
         .list(root)
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
     let mut read = read_listing(root, listed);
+    if let Indexes::Upto(at) = need {
+        keep_whole(&mut read, at);
+    }
     open_indexes(store, root, &mut read)?;
     warn_foreign(root, &read.foreign);
     let all = chain::generations(read.objects);
@@ -60,6 +84,43 @@ pub fn survey(store: &dyn ObjectStore, root: &str) -> Result<Bucketed> {
         next_number,
         damaged: read.damaged.into_iter().map(|(k, _)| k).collect(),
     })
+}
+
+/// The view recovering (or judging) the newest point at or before `at` plans on: the cheap
+/// [`Indexes::Upto`] one when it vouches for that point (one is chosen, its chain is whole, no
+/// index it read is damaged), else the whole one. Either way the same planner decides.
+pub fn survey_to_recover(store: &dyn ObjectStore, root: &str, at: Option<u64>) -> Result<Bucketed> {
+    let cheap = survey_for(store, root, Indexes::Upto(at))?;
+    let points = chain::recovery_points(&cheap.generations);
+    let vouched = cheap.damaged.is_empty()
+        && chain::choose(&points, at).is_ok_and(|p| {
+            chain::check_points(&cheap.generations, vec![p])
+                .1
+                .is_empty()
+        });
+    if vouched {
+        return Ok(cheap);
+    }
+    log::debug!("reading every index: the objects read whole do not vouch for the point");
+    survey(store, root)
+}
+
+/// Moves every merged object whose index the view [`Indexes::Upto`] `at` does not need into
+/// `read.objects`, whole.
+fn keep_whole(read: &mut Read, at: Option<u64>) {
+    let mut merged = std::mem::take(&mut read.merged);
+    merged.sort_by(|(a, _), (b, _)| {
+        (a.generation, a.mode, &a.part, a.start).cmp(&(b.generation, b.mode, &b.part, b.start))
+    });
+    let mut seen_after: BTreeSet<(u64, Mode, String)> = BTreeSet::new();
+    for (k, size) in merged {
+        let first_after = at.is_some_and(|t| k.time_ms > t)
+            && seen_after.insert((k.generation, k.mode, k.part.clone()));
+        match first_after {
+            true => read.merged.push((k, size)),
+            false => read.objects.push(k),
+        }
+    }
 }
 
 /// Parses a listing into our keys (those of generations being deleted left out), warning once

@@ -120,7 +120,7 @@ fn recover_once(
     root: &str,
     target: &Target,
 ) -> Result<()> {
-    let found = bucket::survey(store, root)?;
+    let found = bucket::survey_to_recover(store, root, args.at_ms)?;
     let points = chain::recovery_points(&found.generations);
     if args.if_missing && points.is_empty() {
         // Said at WARN: on a first boot this is expected; on any other, a wrong --prefix would

@@ -3,7 +3,9 @@
 //! objects nobody acknowledged, objects lost by hand), every point `list` shows rebuilds to the
 //! exact bytes the file held at its time, and every point some path of objects can rebuild is
 //! listed. The second half is checked against a brute-force search written independently of
-//! the planner. PETRIFY_PROP_CASES sets the number of buckets (default 4000).
+//! the planner; and the cheaper view recover and status plan on chooses every point as the
+//! whole view does, and rebuilds it. PETRIFY_PROP_CASES sets the number of buckets (default
+//! 4000).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -216,6 +218,30 @@ fn listed_points_rebuild_exactly_and_every_rebuildable_point_is_listed() {
                 bytes.extend_from_slice(body);
             }
             assert_eq!(bytes, &b.file[..want as usize], "case {case}: {p:?}");
+            // The view recover and status plan on chooses the same point, of the same size,
+            // and rebuilds it too.
+            for at in [Some(p.time_ms), None] {
+                let view = crate::bucket::survey_to_recover(&b.store, ROOT, at).unwrap();
+                let pts = crate::chain::recovery_points(&view.generations);
+                let mine = crate::chain::choose(&pts, at).unwrap();
+                let theirs = crate::chain::choose(&points, at).unwrap();
+                assert_eq!(mine, theirs, "case {case}: at {at:?}");
+                let (_, broken) = crate::chain::check_points(&view.generations, vec![mine]);
+                let listed = good.contains(&theirs);
+                assert_eq!(broken.is_empty(), listed, "case {case}: {mine:?}");
+                if listed {
+                    let objs = &view.generations[0].parts[FILE_PART];
+                    let plan = crate::chain::plan_part(objs, mine.time_ms).unwrap();
+                    let mut got = Vec::new();
+                    for read in crate::chain::reads(&plan) {
+                        let (a, z) = read.in_object(read.start, read.end);
+                        got.extend_from_slice(
+                            &objects[&read.object.key(ROOT)][a as usize..z as usize],
+                        );
+                    }
+                    assert_eq!(got, &b.file[..mine.bytes as usize], "case {case}");
+                }
+            }
         }
         for x in &broken {
             assert!(

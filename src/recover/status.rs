@@ -39,7 +39,7 @@ struct Health {
 
 pub fn status(req: &StatusRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
     let root = req.place.root();
-    let found = bucket::survey(store, &root)?;
+    let found = bucket::survey_to_recover(store, &root, None)?;
     let points = chain::recovery_points(&found.generations);
     let Ok(newest) = chain::choose(&points, None) else {
         return Err(Error::new(
