@@ -18,6 +18,8 @@ pub struct MemStore {
     pub requests: AtomicU32,
     /// Refuse every deletion with 403 AccessDenied (a store without delete permission).
     pub refuse_deletes: std::sync::atomic::AtomicBool,
+    /// The next this many GETs answer 200 with an empty body (a store or proxy misbehaving).
+    pub empty_answers: AtomicU32,
 }
 
 impl MemStore {
@@ -44,6 +46,17 @@ impl MemStore {
             }),
             Err(_) => Ok(()),
         }
+    }
+
+    /// A 200 answer with no body, while [`MemStore::empty_answers`] lasts.
+    fn empty_answer(&self) -> Option<ObjectBody> {
+        self.empty_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| ObjectBody {
+                len: Some(0),
+                reader: Box::new(std::io::empty()),
+            })
     }
 
     fn not_found() -> S3Error {
@@ -140,6 +153,9 @@ impl ObjectStore for MemStore {
 
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error> {
         self.request()?;
+        if let Some(empty) = self.empty_answer() {
+            return Ok(empty);
+        }
         let o = self.objects.lock().map_err(|_| Self::not_found())?;
         let bytes = o.get(key).cloned().ok_or_else(Self::not_found)?;
         Ok(ObjectBody {
@@ -157,6 +173,9 @@ impl ObjectStore for MemStore {
             });
         }
         self.request()?;
+        if let Some(empty) = self.empty_answer() {
+            return Ok(empty);
+        }
         let o = self.objects.lock().map_err(|_| Self::not_found())?;
         let bytes = o.get(key).ok_or_else(Self::not_found)?;
         let end = (end as usize).min(bytes.len());

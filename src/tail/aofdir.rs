@@ -361,6 +361,10 @@ impl Follower for AofDirFollower {
             up.put_snap(generation, &manifest_name, &obs.manifest, time)?;
             self.manifest_uploaded = Some(obs.manifest);
         }
+        // The look's closing object landed: every file's pieces of it belong to a point.
+        for p in self.parts.values_mut() {
+            p.close_point(time);
+        }
         Ok(())
     }
 

@@ -97,6 +97,8 @@ pub fn resume_plan(gens: &[Generation], mode: Mode) -> std::result::Result<Resum
     }
     let mut parts = BTreeMap::new();
     let mut held = BTreeMap::new();
+    // Whether a piece's point closed: some closing object, in any part, carries its time.
+    let closed = |t: u64| g.objects().any(|o| o.time_ms == t && o.kind.closes());
     for (name, objs) in &g.parts {
         if mode == Mode::AofDir && name.ends_with(".manifest") {
             continue;
@@ -104,7 +106,7 @@ pub fn resume_plan(gens: &[Generation], mode: Mode) -> std::result::Result<Resum
         let plan = chain::plan_part(objs, u64::MAX)
             .map_err(|e| format!("generation {} cannot be continued: {e}", g.id.number))?;
         parts.insert(name.clone(), chain::chain_crc(&plan));
-        held.insert(name.clone(), held_from_chain(&plan));
+        held.insert(name.clone(), held_from_chain(&plan, closed));
     }
     if mode == Mode::File && !parts.contains_key(layout::FILE_PART) {
         return Err(format!("generation {} holds no file", g.id.number));

@@ -47,6 +47,11 @@ pub struct Held {
     pub last_ms: u64,
     /// Its points, when few enough to keep; `None`: read from its index when needed.
     pub entries: Option<Vec<Entry>>,
+    /// A piece whose point has not closed (the look that uploaded it was cut short): a merge
+    /// folds its bytes into the next point instead of giving it a line (see `merge/body.rs`).
+    /// A piece of a look that closed, whichever part its closing object was in, keeps its
+    /// own line: its time is a point.
+    pub open: bool,
 }
 
 impl Held {
@@ -62,6 +67,7 @@ impl Held {
             // A merged object seen whole (not through its index): its points are read from
             // its index when it is merged again.
             entries: (o.kind != Kind::Merged).then(|| vec![index::of_delta(o)]),
+            open: o.kind == Kind::Piece,
         }
     }
 
@@ -76,7 +82,8 @@ impl Held {
 }
 
 /// The chain a resumed part continues (from `plan_part`), as the objects it is made of.
-pub fn held_from_chain(chain: &[ObjectKey]) -> Vec<Held> {
+/// `closed(time)`: whether a point exists at that time (a piece of it is then no longer open).
+pub fn held_from_chain(chain: &[ObjectKey], closed: impl Fn(u64) -> bool) -> Vec<Held> {
     crate::chain::runs(chain)
         .into_iter()
         .zip(crate::chain::reads(chain))
@@ -88,6 +95,7 @@ pub fn held_from_chain(chain: &[ObjectKey]) -> Vec<Held> {
                 _ if points.len() > KEEP_ENTRIES => None,
                 _ => Some(points.iter().map(index::of_delta).collect()),
             };
+            let open = read.object.kind == Kind::Piece && !closed(read.object.time_ms);
             Held {
                 object: read.object,
                 start: read.start,
@@ -96,6 +104,7 @@ pub fn held_from_chain(chain: &[ObjectKey]) -> Vec<Held> {
                 first_ms: points[0].time_ms,
                 last_ms: points[points.len() - 1].time_ms,
                 entries,
+                open,
             }
         })
         .collect()
@@ -303,6 +312,7 @@ impl Uploader<'_> {
             first_ms: first.first_ms,
             last_ms: m.time_ms,
             entries,
+            open: false,
         })
     }
 }

@@ -186,7 +186,21 @@ impl Shipped {
         );
         // Part of a large range may be stored even if the rest failed.
         self.in_bucket |= r.is_ok() || self.uploaded() > 0;
+        if r.is_ok() && closes {
+            self.close_point(time_ms);
+        }
         r
+    }
+
+    /// The point at `time_ms` has closed (its closing object landed, in this part or another):
+    /// the pieces this file holds of it are no longer open.
+    pub fn close_point(&mut self, time_ms: u64) {
+        for h in self.held.iter_mut().rev() {
+            if h.last_ms != time_ms {
+                break;
+            }
+            h.open = false;
+        }
     }
 
     /// Uploads what the bucket lacks up to `len` of a file that is no longer the datastore's

@@ -139,3 +139,28 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
     assert!(e.gone, "{}", e.message);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A 200 answer with an empty body is the store's fault, not damage in the bucket: retried,
+/// and when it keeps coming, a store error (69), never "corrupt" (65).
+#[test]
+fn an_empty_answer_is_retried_as_a_store_fault() {
+    let bytes = data(2 * RANGE as usize + 500);
+    let store = MemStore::new();
+    let chain = crate::chain::reads(&[
+        object(&store, &bytes, (0, 300), 1),
+        object(&store, &bytes, (300, bytes.len()), 2),
+    ]);
+    store
+        .empty_answers
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let (path, out) = temp_file("empty");
+    fetch_chain(&store, ROOT, &chain, &out, (4, &Progress::none())).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    store
+        .empty_answers
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    let e = fetch_chain(&store, ROOT, &chain, &out, (4, &Progress::none())).unwrap_err();
+    assert_eq!(e.exit, Exit::Unavailable, "{}", e.message);
+    assert!(e.message.contains("answered with 0 bytes"), "{}", e.message);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -37,11 +37,11 @@ impl IndexBody {
         let mut text: Vec<u8> = index::render(&[]);
         let mut kept: Option<Vec<Entry>> = Some(Vec::new());
         let mut len = 0u64;
-        // A piece is no point: its bytes go into the line of the point that closed it (the
-        // next line), so that every index line is a point a reader may offer.
+        // A piece of a point that never closed is no point: its bytes go into the next line,
+        // so that every index line is a point a reader may offer.
         let mut carried: Option<(u32, u64)> = None;
         for h in inputs {
-            if h.object.kind == Kind::Piece {
+            if h.object.kind == Kind::Piece && h.open {
                 carried = Some(carry(carried, h.crc, h.len()));
                 continue;
             }

@@ -209,3 +209,49 @@ fn recovering_reads_only_the_index_it_needs() {
         }
     }
 }
+
+/// A piece whose point closed elsewhere (a Redis look closed by its manifest) keeps its own
+/// line when merged, so that point keeps its bytes; a piece of a look cut short is folded into
+/// the next point, so it never becomes one.
+#[test]
+fn merging_keeps_closed_pieces_as_points_and_folds_open_ones() {
+    for closed in [true, false] {
+        let store = MemStore::new();
+        let dir = Scratch::new();
+        let path = dir.0.join("log");
+        fs::write(&path, b"first ").unwrap();
+        let file = fs::File::open(&path).unwrap();
+        let id = FileId::of(&file.metadata().unwrap());
+        let mut shipped = Shipped::new(file, id);
+        let mut up = uploader(&store);
+        up.compaction = Spans::parse("1s").unwrap();
+        shipped.ship(&mut up, GEN, "file", 6, (100, false)).unwrap();
+        if closed {
+            shipped.close_point(100);
+        }
+        let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        out.write_all(b"second").unwrap();
+        shipped
+            .ship(&mut up, GEN, "file", 12, (1_500, true))
+            .unwrap();
+        let gens = generations(&store);
+        assert!(
+            gens[0].stored().iter().any(|o| o.kind == Kind::Merged),
+            "merged: {:?}",
+            store.objects().keys()
+        );
+        let points: Vec<(u64, u64)> = chain::recovery_points(&gens)
+            .iter()
+            .map(|p| (p.time_ms, p.bytes))
+            .collect();
+        match closed {
+            true => assert_eq!(points, [(100, 6), (1_500, 12)]),
+            false => assert_eq!(points, [(1_500, 12)]),
+        }
+        let data = fs::read(&path).unwrap();
+        for (t, len) in points {
+            let plan = chain::plan_part(&gens[0].parts["file"], t).unwrap();
+            assert_eq!(rebuild(&store.objects(), &plan), &data[..len as usize]);
+        }
+    }
+}
