@@ -38,6 +38,35 @@ fn recovered(s3: &S3, prefix: &str, path: &std::path::Path, at: Option<&str>) ->
     std::fs::read(path).unwrap()
 }
 
+/// Recovers about `n` of `points` (spread over them, the newest always) and checks each: as
+/// long as `list` says, a prefix of `data`, and holding at least what was appended before its
+/// time (`sizes`: the file's size after each append, with the time it was done).
+fn recover_sampled(
+    s3: &S3,
+    prefix: &str,
+    work: &Scratch,
+    (points, n): (&[Point], usize),
+    (data, sizes): (&[u8], &[(f64, usize)]),
+    what: &str,
+) {
+    let step = (points.len() / n).max(1);
+    for (i, p) in points.iter().enumerate() {
+        if i % step != 0 && i + 1 != points.len() {
+            continue;
+        }
+        let got = recovered(s3, prefix, &work.path("r"), Some(&p.unix));
+        assert_eq!(got.len() as u64, p.bytes, "{what}: {p:?}");
+        assert!(got == data[..got.len()], "{what}: {p:?} differs");
+        let t = p.unix.parse::<f64>().unwrap() * 1000.0;
+        let at_least = sizes
+            .iter()
+            .take_while(|(when, _)| *when < t - 5.0)
+            .last()
+            .map_or(0, |(_, n)| *n);
+        assert!(got.len() >= at_least, "{what}: {p:?} misses earlier writes");
+    }
+}
+
 /// A 5 MiB range in 1 MiB objects; the store takes two and refuses the rest. No point may show
 /// (list, status and recover agree), persist is killed between the pieces, and the next persist
 /// continues after them and closes a point holding every byte.
@@ -207,25 +236,14 @@ fn merged_objects_kept_without_an_answer_never_make_readers_disagree() {
     let points = s3.list("lost");
     let verify = s3.run(&["verify", "--bucket", BUCKET, "--prefix", "lost", "--deep"]);
     assert!(verify.status.success(), "{}", text(&verify.stderr));
-    let step = (points.len() / 40).max(1);
-    for (i, p) in points.iter().enumerate() {
-        if i % step != 0 && i + 1 != points.len() {
-            continue;
-        }
-        let got = recovered(&s3, "lost", &work.path("r"), Some(&p.unix));
-        assert_eq!(got.len() as u64, p.bytes, "{p:?}");
-        assert_eq!(got, all[..got.len()], "{p:?}");
-        let t: f64 = p.unix.parse::<f64>().unwrap() * 1000.0;
-        let at_least = sizes
-            .iter()
-            .take_while(|(when, _)| *when < t - 5.0)
-            .last()
-            .map_or(0, |(_, n)| *n);
-        assert!(
-            got.len() >= at_least,
-            "{p:?} misses bytes written before it"
-        );
-    }
+    recover_sampled(
+        &s3,
+        "lost",
+        &work,
+        (&points, 40),
+        (&all, &sizes),
+        "lost answers",
+    );
 }
 
 /// `unshare` runs `c` as PID 1 of a new PID namespace (the way a container runs its entry
@@ -517,25 +535,8 @@ fn compaction_against_a_hostile_store_with_sigkills_keeps_every_listed_point_who
         ]);
         assert!(v.status.success(), "round {round}: {}", text(&v.stdout));
         let points = s3.list("hostile");
-        let step = (points.len() / 12).max(1);
-        for (i, p) in points.iter().enumerate() {
-            if i % step != 0 && i + 1 != points.len() {
-                continue;
-            }
-            let got = recovered(&s3, "hostile", &work.path("r"), Some(&p.unix));
-            assert_eq!(got.len() as u64, p.bytes, "round {round}: {p:?}");
-            assert!(got == data[..got.len()], "round {round}: {p:?} differs");
-            let t = p.unix.parse::<f64>().unwrap() * 1000.0;
-            let at_least = sizes
-                .iter()
-                .take_while(|(when, _)| *when < t - 5.0)
-                .last()
-                .map_or(0, |(_, n)| *n);
-            assert!(
-                got.len() >= at_least,
-                "round {round}: {p:?} misses earlier writes"
-            );
-        }
+        let what = format!("round {round}");
+        recover_sampled(&s3, "hostile", &work, (&points, 12), (&data, &sizes), &what);
     }
     assert!(proxy.faults() > 0);
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::layout::index::{self, Entry};
-use crate::layout::{FILE_PART, Kind, Mode, ObjectKey};
+use crate::layout::{FILE_PART, Kind, ObjectKey};
 use crate::s3::ObjectStore;
 use crate::s3::mem::MemStore;
 
@@ -30,17 +30,12 @@ impl Rng {
     }
 }
 
+/// An object of kind `kind` holding `bytes[start..end]`, observed at `time_ms`.
 fn key(kind: Kind, start: u64, end: u64, time_ms: u64, bytes: &[u8]) -> ObjectKey {
     ObjectKey {
-        generation: 1,
-        mode: Mode::File,
-        part: FILE_PART.into(),
-        start,
-        end,
-        time_ms,
         crc: crc32fast::hash(&bytes[start as usize..end as usize]),
         kind,
-        within: None,
+        ..crate::chain::tests::delta(1, start, end, time_ms)
     }
 }
 
