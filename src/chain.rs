@@ -80,7 +80,14 @@ pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generati
         // deletes it. It goes whole, so that no object is left with a hole in its points.
         // Sorted so that each run of one point starts with its largest holder: one pass, no
         // table of points (a month of them is millions).
-        let point = |o: &ObjectKey| (o.start, o.end, o.time_ms, o.kind, o.crc);
+        // A piece of a closed look, once merged, is a line of the merged object like a delta.
+        let point = |o: &ObjectKey| {
+            let kind = match o.kind {
+                Kind::Piece => Kind::Delta,
+                k => k,
+            };
+            (o.start, o.end, o.time_ms, kind, o.crc)
+        };
         let mut needed: BTreeMap<ObjectKey, bool> = BTreeMap::new();
         for objs in g.parts.values_mut() {
             objs.sort_by_key(|o| (point(o), std::cmp::Reverse(o.holder().len())));

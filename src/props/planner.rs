@@ -116,8 +116,16 @@ fn random_bucket(r: &mut Rng) -> Bucket {
         }
         let mut entries: Vec<Entry> = Vec::new();
         let mut carried_from = run[0].start;
+        // As persist merges: a piece whose look closed keeps its own line (its time is a
+        // point); one of a look cut short goes into the next line.
+        let closed = |o: &ObjectKey| {
+            o.kind.closes()
+                || uploaded
+                    .iter()
+                    .any(|c| c.time_ms == o.time_ms && c.kind.closes())
+        };
         for o in run {
-            if o.kind.closes() {
+            if closed(o) {
                 let bytes = &file[carried_from as usize..o.end as usize];
                 entries.push(Entry {
                     end: o.end,
