@@ -93,7 +93,7 @@ impl Retention {
             return Ok(());
         }
         // Deleting history: only while this process is surely the writer.
-        if !up.still_writer(true).map_err(lease_lost)? {
+        if !up.sure_of_lease()? {
             return Ok(());
         }
         let cutoff = timestamp::now_ms().saturating_sub(self.keep.as_millis() as u64);
@@ -103,15 +103,6 @@ impl Retention {
         self.after_objects = Some(up.objects);
         self.next_at = Instant::now() + self.every;
         Ok(())
-    }
-}
-
-/// The fatal error in an [`UploadError`] from a lease check before a deletion (any other error
-/// there was already turned into "later").
-fn lease_lost(e: UploadError) -> Error {
-    match e {
-        UploadError::LeaseLost(e) => e,
-        other => Error::new(Exit::Software, format!("internal: {other:?}")),
     }
 }
 
@@ -346,7 +337,7 @@ fn run_loop(
                     );
                 }
                 backoff.reset();
-                up.delete_replaced(stop_at.is_some()).map_err(lease_lost)?;
+                up.delete_replaced(stop_at.is_some())?;
                 if stop_at.is_some() {
                     log::info!(
                         "stopped; {} object(s), {} byte(s) uploaded this run",

@@ -129,7 +129,7 @@ impl Shipped {
         len: u64,
         (time_ms, closes): (u64, bool),
     ) -> std::result::Result<(), UploadError> {
-        up.still_writer(false)?;
+        up.check_lease()?;
         let start = self.uploaded();
         let merging = closes.then(|| self.merge_from(up, (start, len), time_ms));
         if let Some(from) = merging.flatten() {
@@ -157,12 +157,11 @@ impl Shipped {
                 // and the merge is tried again at the next window. Said at WARN when it will
                 // fail again (a store refusing multipart copies, bytes that changed); a
                 // network error is the polling loop's to report.
-                Err(UploadError::LeaseLost(e)) => return Err(UploadError::LeaseLost(e)),
                 Err(e) => {
-                    let (why, again) = match &e {
+                    let (why, again) = match e {
+                        UploadError::LeaseLost(e) => return Err(UploadError::LeaseLost(e)),
                         UploadError::S3(e) => (e.to_string(), !e.is_transient()),
                         UploadError::Read(e) => (e.to_string(), true),
-                        UploadError::LeaseLost(e) => (e.message.clone(), true),
                     };
                     let level = match again {
                         true => log::Level::Warn,

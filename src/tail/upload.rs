@@ -262,7 +262,7 @@ impl Uploader<'_> {
         bytes: &[u8],
         time_ms: u64,
     ) -> Result<ObjectKey, UploadError> {
-        self.still_writer(false)?;
+        self.check_lease()?;
         let len = bytes.len() as u64;
         let key = object_key(
             generation,
@@ -277,30 +277,40 @@ impl Uploader<'_> {
         Ok(self.stored(key))
     }
 
-    /// Makes sure the writer lease is still this process's, when a check is due before an
-    /// upload (see [`crate::lease::Holding`]), or at once with `now` (before a deletion).
-    /// `Ok(false)`: the store did not answer, so nothing is known.
-    pub fn still_writer(&mut self, now: bool) -> Result<bool, UploadError> {
-        let Some(h) = self.lease.as_mut() else {
-            return Ok(true);
+    /// Before an upload: makes sure the writer lease is still this process's when a check is
+    /// due (see [`crate::lease::Holding`]). A store that does not answer fails the upload like
+    /// any request (retried by the polling loop).
+    pub fn check_lease(&mut self) -> Result<(), UploadError> {
+        let Some(h) = self.lease.as_mut().filter(|h| h.due()) else {
+            return Ok(());
         };
-        if !now && !h.due() {
-            return Ok(true);
-        }
         match h.confirm(self.store) {
-            Ok(Ok(())) => Ok(true),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(lost)) => Err(UploadError::LeaseLost(lost)),
-            Err(e) if now => {
-                log::debug!("could not check the writer lease ({e}); later");
-                Ok(false)
-            }
             Err(e) => Err(UploadError::S3(e)),
         }
     }
 
+    /// Before a deletion: whether the writer lease is surely still this process's, checked
+    /// now. `Ok(false)`: the store did not answer, so nothing is deleted this time. `Err`: the
+    /// lease is lost (status 73).
+    pub fn sure_of_lease(&mut self) -> crate::error::Result<bool> {
+        let Some(h) = self.lease.as_mut() else {
+            return Ok(true);
+        };
+        match h.confirm(self.store) {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(lost)) => Err(lost),
+            Err(e) => {
+                log::debug!("could not check the writer lease ({e}); deleting later");
+                Ok(false)
+            }
+        }
+    }
+
     /// Deletes the objects compaction replaced, when due, once the lease is confirmed.
-    pub fn delete_replaced(&mut self, now: bool) -> Result<(), UploadError> {
-        if self.doomed.due(now) && self.still_writer(true)? {
+    pub fn delete_replaced(&mut self, now: bool) -> crate::error::Result<()> {
+        if self.doomed.due(now) && self.sure_of_lease()? {
             self.doomed.flush(self.store, now);
         }
         Ok(())
