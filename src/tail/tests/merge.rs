@@ -19,6 +19,17 @@ const GEN: GenId = GenId {
     mode: Mode::File,
 };
 
+/// A file holding `content` in a scratch folder (kept while the guard lives), and the progress
+/// of following it.
+fn followed(content: &[u8]) -> (Scratch, std::path::PathBuf, Shipped) {
+    let dir = Scratch::new();
+    let path = dir.0.join("log");
+    fs::write(&path, content).unwrap();
+    let file = fs::File::open(&path).unwrap();
+    let id = FileId::of(&file.metadata().unwrap());
+    (dir, path, Shipped::new(file, id))
+}
+
 /// Appends `chunk(i)` and ships it at `time(i)` for each `i`, returning the file's length
 /// at each time.
 fn run(
@@ -28,12 +39,7 @@ fn run(
     time: impl Fn(u64) -> u64,
     chunk: impl Fn(u64) -> Vec<u8>,
 ) -> (Scratch, BTreeMap<u64, u64>, usize) {
-    let dir = Scratch::new();
-    let path = dir.0.join("log");
-    fs::write(&path, b"").unwrap();
-    let file = fs::File::open(&path).unwrap();
-    let id = FileId::of(&file.metadata().unwrap());
-    let mut shipped = Shipped::new(file, id);
+    let (dir, path, mut shipped) = followed(b"");
     let mut up = uploader(store);
     up.compaction = Spans::parse(spans).unwrap();
     let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
@@ -149,12 +155,7 @@ fn large_inputs_are_copied_in_the_store() {
 #[test]
 fn a_file_changed_under_persist_is_not_merged_from() {
     let store = MemStore::new();
-    let dir = Scratch::new();
-    let path = dir.0.join("log");
-    fs::write(&path, b"hello ").unwrap();
-    let file = fs::File::open(&path).unwrap();
-    let id = FileId::of(&file.metadata().unwrap());
-    let mut shipped = Shipped::new(file, id);
+    let (_dir, path, mut shipped) = followed(b"hello ");
     let mut up = uploader(&store);
     up.compaction = Spans::parse("1s").unwrap();
     shipped.ship(&mut up, GEN, "file", 6, (100, true)).unwrap();
@@ -217,12 +218,7 @@ fn recovering_reads_only_the_index_it_needs() {
 fn merging_keeps_closed_pieces_as_points_and_folds_open_ones() {
     for closed in [true, false] {
         let store = MemStore::new();
-        let dir = Scratch::new();
-        let path = dir.0.join("log");
-        fs::write(&path, b"first ").unwrap();
-        let file = fs::File::open(&path).unwrap();
-        let id = FileId::of(&file.metadata().unwrap());
-        let mut shipped = Shipped::new(file, id);
+        let (_dir, path, mut shipped) = followed(b"first ");
         let mut up = uploader(&store);
         up.compaction = Spans::parse("1s").unwrap();
         shipped.ship(&mut up, GEN, "file", 6, (100, false)).unwrap();
