@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 
 use crate::chain::{self, Generation};
 use crate::error::{Error, Result};
+use crate::layout::index::Line;
 use crate::layout::{self, Kind, Mode, ObjectKey};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, S3Error};
 
 /// Where a backup lives: a bucket and a prefix in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +36,10 @@ pub struct Bucketed {
     pub dropping: Vec<Generation>,
     /// The next unused generation number.
     pub next_number: u64,
-    /// Merged objects whose index could not be used (their points are not offered).
-    pub damaged: Vec<ObjectKey>,
+    /// Merged objects whose index could not be used (their points are not offered), and why.
+    pub damaged: Vec<(ObjectKey, String)>,
+    /// Keys that are not ours, and why (warned about once).
+    pub foreign: Vec<(String, &'static str)>,
 }
 
 /// Lists the prefix once and reads every merged object's index: the whole view of the bucket,
@@ -44,6 +47,41 @@ pub struct Bucketed {
 /// to the caller.
 pub fn survey(store: &dyn ObjectStore, root: &str) -> Result<Bucketed> {
     survey_for(store, root, Indexes::All)
+}
+
+/// The bucket as stored, for the readers that walk every point (`list`, `verify`): merged
+/// objects stay lines of index entries (see [`chain::Stored`]).
+pub struct StoredBucket {
+    /// Generations not being deleted, oldest first.
+    pub generations: Vec<chain::Stored>,
+    /// How many generations are marked as being deleted (not shown, not checked).
+    pub dropping: usize,
+    /// Merged objects of those generations whose index cannot be used, and why.
+    pub damaged: Vec<(ObjectKey, String)>,
+    /// Keys that are not ours, and why.
+    pub foreign: Vec<(String, &'static str)>,
+}
+
+/// Lists `dir` (the root, or one generation's folder under it) and reads every index, keeping
+/// merged objects as lines.
+pub fn survey_stored(store: &dyn ObjectStore, root: &str, dir: &str) -> Result<StoredBucket> {
+    let listed = store
+        .list(dir)
+        .map_err(|e| Error::s3(&format!("listing {dir}"), &e))?;
+    let mut read = read_listing(root, listed);
+    open_indexes(store, root, &mut read)?;
+    let dropping = read.dropping;
+    let live = |o: &ObjectKey| !dropping.contains(&(o.generation, o.mode));
+    let generations = chain::stored(read.objects, read.lines)
+        .into_iter()
+        .filter(|g| !dropping.contains(&(g.id.number, g.id.mode)))
+        .collect();
+    Ok(StoredBucket {
+        generations,
+        dropping: dropping.len(),
+        damaged: read.damaged.into_iter().filter(|(k, _)| live(k)).collect(),
+        foreign: read.foreign,
+    })
 }
 
 /// Which merged objects' indexes a reader reads (one GET each).
@@ -72,6 +110,7 @@ pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<
         keep_whole(&mut read, at);
     }
     open_indexes(store, root, &mut read)?;
+    read.expand_lines();
     warn_foreign(root, &read.foreign);
     let all = chain::generations(read.objects);
     let next_number = all.iter().map(|g| g.id.number).max().unwrap_or(0) + 1;
@@ -82,7 +121,8 @@ pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<
         generations,
         dropping,
         next_number,
-        damaged: read.damaged.into_iter().map(|(k, _)| k).collect(),
+        damaged: read.damaged,
+        foreign: read.foreign,
     })
 }
 
@@ -123,29 +163,7 @@ fn keep_whole(read: &mut Read, at: Option<u64>) {
     }
 }
 
-/// Parses a listing into our keys (those of generations being deleted left out), warning once
-/// about keys that are not ours (they are ignored, never touched) and about objects whose size
-/// disagrees with their key. Also returns the merged objects whose index cannot be used.
-pub fn parse_listing(
-    store: &dyn ObjectStore,
-    root: &str,
-    listed: Vec<crate::s3::Listed>,
-) -> Result<(Vec<ObjectKey>, Vec<ObjectKey>)> {
-    let mut read = read_listing(root, listed);
-    open_indexes(store, root, &mut read)?;
-    warn_foreign(root, &read.foreign);
-    let live = |o: &ObjectKey| !read.dropping.contains(&(o.generation, o.mode));
-    let damaged = read
-        .damaged
-        .iter()
-        .map(|(k, _)| k.clone())
-        .filter(live)
-        .collect();
-    let objects = read.objects.iter().filter(|o| live(o)).cloned().collect();
-    Ok((objects, damaged))
-}
-
-fn warn_foreign(root: &str, foreign: &[(String, &'static str)]) {
+pub fn warn_foreign(root: &str, foreign: &[(String, &'static str)]) {
     if let Some((key, why)) = foreign.first() {
         log::warn!(
             "ignoring {} object(s) under {root} that are not Petrify objects, first {key:?} ({why})",
@@ -167,6 +185,18 @@ pub struct Read {
     pub merged: Vec<(ObjectKey, u64)>,
     /// Merged objects whose index cannot be used, and why: their points are not offered.
     pub damaged: Vec<(ObjectKey, String)>,
+    /// Merged objects read through their index, by [`open_indexes`].
+    pub lines: Vec<Line>,
+}
+
+impl Read {
+    /// Every point of every line as an object of its own, into `objects`: what persist,
+    /// recover and prune plan on (their views hold few points).
+    pub fn expand_lines(&mut self) {
+        for l in std::mem::take(&mut self.lines) {
+            self.objects.extend(l.pieces());
+        }
+    }
 }
 
 /// Sorts a listing into our keys, marks of generations being deleted, and the rest.
@@ -177,6 +207,7 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Read {
         dropping: BTreeSet::new(),
         merged: Vec::new(),
         damaged: Vec::new(),
+        lines: Vec::new(),
     };
     for l in listed {
         let rel = l.key.strip_prefix(root).unwrap_or(&l.key);
@@ -199,8 +230,8 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Read {
     read
 }
 
-/// Reads the index at the end of every merged object (at most [`INDEX_READERS`] at once) and
-/// puts each of its points into `read.objects`. An index that cannot be read or does not agree
+/// Reads the index at the end of every merged object (at most [`INDEX_READERS`] at once) into
+/// `read.lines`. An index that cannot be read or does not agree
 /// with its key is named, with a WARN, in `read.damaged`, and the object goes into
 /// `read.objects` whole (its last point only): the points inside it are not offered, never
 /// offered wrongly. A merged object gone since the listing (compaction
@@ -219,7 +250,7 @@ pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) -> Res
         return Ok(());
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    type Opened = (usize, std::result::Result<Vec<ObjectKey>, Unopened>);
+    type Opened = (usize, std::result::Result<Line, Unopened>);
     let results: std::sync::Mutex<Vec<Opened>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..INDEX_READERS.min(merged.len()) {
@@ -242,7 +273,7 @@ pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) -> Res
     for (i, r) in results {
         let (k, _) = &merged[i];
         match r {
-            Ok(pieces) => read.objects.extend(pieces),
+            Ok(line) => read.lines.push(line),
             Err(Unopened::Gone) => {}
             Err(Unopened::Store(e)) => {
                 return Err(Error::s3(
@@ -273,47 +304,62 @@ enum Unopened {
     /// The index is there but does not hold (damage in the bucket).
     Damaged(String),
     /// The store did not hand it over.
-    Store(crate::s3::S3Error),
+    Store(S3Error),
 }
 
 /// Indexes read at once: each is one small ranged GET that waits on latency.
 const INDEX_READERS: usize = 16;
 
 /// The points of one merged object, from its index (`size`: the object's length in the
-/// listing). A short answer is the store's fault, retried like a cut download.
+/// listing), parsed as it streams in. A short answer is the store's fault, retried like a cut
+/// download, even when what arrived already failed to parse.
 fn read_index(
     store: &dyn ObjectStore,
     root: &str,
     k: &ObjectKey,
     size: u64,
-) -> std::result::Result<Vec<ObjectKey>, Unopened> {
-    use std::io::Read as _;
+) -> std::result::Result<Line, Unopened> {
+    use std::io::{BufRead as _, Read as _};
     let key = k.key(root);
     let want = size - k.len();
-    let attempt = || -> std::result::Result<Vec<u8>, crate::s3::S3Error> {
-        let mut body = store.get_range(&key, k.len(), size)?;
-        let mut text = Vec::new();
-        body.reader
-            .by_ref()
-            .take(want)
-            .read_to_end(&mut text)
-            .map_err(|e| crate::s3::S3Error::Network(format!("reading {k}: {e}")))?;
-        if text.len() as u64 != want {
-            return Err(crate::s3::S3Error::Network(format!(
-                "the store answered with {} of the {want} bytes of the index of {k}",
-                text.len()
+    let attempt = || -> std::result::Result<std::result::Result<Line, String>, S3Error> {
+        let body = store.get_range(&key, k.len(), size)?;
+        let mut text = std::io::BufReader::with_capacity(64 * 1024, body.reader.take(want));
+        let mut parser = Some(layout::index::Parser::new(k, want));
+        let mut damage = None;
+        let (mut got, mut line) = (0u64, Vec::new());
+        loop {
+            line.clear();
+            let n = text
+                .read_until(b'\n', &mut line)
+                .map_err(|e| S3Error::Network(format!("reading the index of {k}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+            // Once damaged, the rest is only counted: a short answer is retried, not damage.
+            if let Some(p) = parser.as_mut()
+                && let Err(why) = p.feed(&line)
+            {
+                damage = Some(why);
+                parser = None;
+            }
+        }
+        if got != want {
+            return Err(S3Error::Network(format!(
+                "the store answered with {got} of the {want} bytes of the index of {k}"
             )));
         }
-        Ok(text)
+        Ok(match (damage, parser) {
+            (Some(why), _) => Err(why),
+            (None, Some(p)) => p.finish(),
+            (None, None) => Err("the index could not be read".into()),
+        })
     };
-    let text = match crate::s3::retry(4, attempt) {
-        Ok(t) => t,
-        Err(crate::s3::S3Error::Status { status: 404, .. }) => return Err(Unopened::Gone),
-        Err(e) => return Err(Unopened::Store(e)),
-    };
-    let entries = layout::index::parse(&text, k).map_err(Unopened::Damaged)?;
-    Ok(layout::index::pieces(
-        &std::sync::Arc::new(k.clone()),
-        &entries,
-    ))
+    match crate::s3::retry(4, attempt) {
+        Ok(Ok(line)) => Ok(line),
+        Ok(Err(why)) => Err(Unopened::Damaged(why)),
+        Err(S3Error::Status { status: 404, .. }) => Err(Unopened::Gone),
+        Err(e) => Err(Unopened::Store(e)),
+    }
 }

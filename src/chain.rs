@@ -8,10 +8,14 @@ use crate::layout::{Kind, Mode, ObjectKey};
 mod check;
 mod plan;
 mod reads;
+mod stored;
+mod walk;
 
 pub use check::{BrokenPoint, check_points};
 pub use plan::{ChainError, plan_part};
 pub use reads::{Read, reads, runs};
+pub use stored::{Stored, StoredPart, stored};
+pub use walk::{PartView, walk};
 
 /// A generation is named by its number and mode (two writers could, in a damaged bucket, have
 /// used one number with two modes: they are kept apart, never merged).
@@ -19,6 +23,16 @@ pub use reads::{Read, reads, runs};
 pub struct GenId {
     pub number: u64,
     pub mode: Mode,
+}
+
+impl GenId {
+    /// The generation `o` belongs to.
+    pub fn of(o: &ObjectKey) -> GenId {
+        GenId {
+            number: o.generation,
+            mode: o.mode,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,16 +65,25 @@ impl Generation {
     pub fn last_time(&self) -> u64 {
         self.objects().map(|o| o.time_ms).max().unwrap_or(0)
     }
+
+    /// What [`walk`] walks: every object plain (a merged object's points each their own).
+    pub fn view(&self) -> Vec<PartView<'_>> {
+        self.parts
+            .iter()
+            .map(|(name, objects)| PartView {
+                name,
+                objects,
+                lines: &[],
+            })
+            .collect()
+    }
 }
 
 /// Groups parsed keys into generations, oldest first.
 pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generation> {
     let mut by_id: BTreeMap<GenId, Generation> = BTreeMap::new();
     for o in objects {
-        let id = GenId {
-            number: o.generation,
-            mode: o.mode,
-        };
+        let id = GenId::of(&o);
         by_id
             .entry(id)
             .or_insert_with(|| Generation {
@@ -119,7 +142,7 @@ pub fn generations(objects: impl IntoIterator<Item = ObjectKey>) -> Vec<Generati
 }
 
 /// One moment the source can be rebuilt as of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RecoveryPoint {
     pub time_ms: u64,
     pub generation: GenId,
@@ -136,57 +159,19 @@ pub fn manifest_part(g: &Generation) -> Option<&str> {
     }
 }
 
-/// Every recovery point of every generation, in generation order, then by time within each.
+/// Every recovery point of every generation, in generation order, then by time within each
+/// (see [`walk`], which defines them).
 ///
 /// Generation order, not time order: generations follow each other (persist finishes one before
 /// it starts the next), so under a correct clock both orders agree; after the host clock was
 /// stepped back, an older generation can hold times later than a newer one's, and those are
 /// not allowed to shadow the newer generation (see [`choose`]).
 ///
-/// A point exists at each time a closing object (anything but a [`Kind::Piece`]) was observed:
-/// the pieces of one observation land first and its closing object last, so a point whose
-/// upload was cut short is never offered. In an `aofdir` generation, points start with the
-/// first manifest (persist uploads a generation's first manifest after the files it lists). The
-/// sizes assume the chain is whole; [`check_points`] and [`plan_part`] prove that.
+/// The sizes assume the chain is whole; [`check_points`] and [`plan_part`] prove that.
 pub fn recovery_points(gens: &[Generation]) -> Vec<RecoveryPoint> {
     let mut points = Vec::new();
     for g in gens {
-        let mut objs: Vec<&ObjectKey> = g.objects().collect();
-        // A snapshot resets its part's length: it goes first among objects of one time.
-        objs.sort_by_key(|o| (o.time_ms, o.kind != Kind::Snap));
-        let first_valid = match g.id.mode {
-            Mode::File => 0,
-            Mode::AofDir => match manifest_part(g)
-                .and_then(|m| g.parts.get(m))
-                .and_then(|v| v.iter().map(|o| o.time_ms).min())
-            {
-                Some(t) => t,
-                None => continue,
-            },
-        };
-        let mut len: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut i = 0;
-        while i < objs.len() {
-            let t = objs[i].time_ms;
-            let mut closed = false;
-            while i < objs.len() && objs[i].time_ms == t {
-                let o = objs[i];
-                let l = len.entry(o.part.as_str()).or_insert(0);
-                *l = match o.kind {
-                    Kind::Snap => o.end,
-                    Kind::Delta | Kind::Merged | Kind::Piece => (*l).max(o.end),
-                };
-                closed |= o.kind.closes();
-                i += 1;
-            }
-            if closed && t >= first_valid {
-                points.push(RecoveryPoint {
-                    time_ms: t,
-                    generation: g.id,
-                    bytes: len.values().sum(),
-                });
-            }
-        }
+        walk(g.id, &g.view(), |p, _| points.push(p));
     }
     points.sort_by_key(|p| (p.generation, p.time_ms));
     points
@@ -233,6 +218,17 @@ pub fn chain_crc(chain: &[ObjectKey]) -> (u64, u32) {
 pub(crate) mod tests {
     use super::*;
     use crate::layout::FILE_PART;
+
+    /// Numbers below `n` (0 for 0), from a xorshift seeded with `seed`: random cases that
+    /// are the same on every run.
+    pub(crate) fn random(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        }
+    }
 
     /// A delta of a `file` generation, CRC 0 (planning never reads CRCs).
     pub(crate) fn delta(generation: u64, start: u64, end: u64, t: u64) -> ObjectKey {

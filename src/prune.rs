@@ -143,6 +143,7 @@ pub fn apply(
         let unreadable: Vec<&ObjectKey> = found
             .damaged
             .iter()
+            .map(|(k, _)| k)
             .filter(|k| (k.generation, k.mode) == (g.id.number, g.id.mode))
             .collect();
         drop_generation(store, root, g, &unreadable, marked)?;

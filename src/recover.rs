@@ -136,7 +136,7 @@ fn recover_once(
     // A merged object whose index is damaged may hold the point asked for, or points between
     // it and the one that would be chosen: never hand an older state back as if it were it.
     let unreadable = |p: Option<&chain::RecoveryPoint>| {
-        found.damaged.iter().find(|k| {
+        found.damaged.iter().map(|(k, _)| k).find(|k| {
             p.is_none_or(|p| {
                 (k.generation, k.mode) == (p.generation.number, p.generation.mode)
                     && k.time_ms > p.time_ms

@@ -90,6 +90,41 @@ pub fn rfc3339_ms(ms: u64) -> String {
     }
 }
 
+/// [`rfc3339_ms`] for a stream of times that share their minute (a list of a month of
+/// points): the date and hour are worked out once a minute, not once a point.
+#[derive(Default)]
+pub struct Stamper {
+    minute: Option<u64>,
+    prefix: String,
+}
+
+impl Stamper {
+    /// Writes `rfc3339_ms(ms)` to `out`.
+    pub fn write(&mut self, out: &mut impl std::io::Write, ms: u64) -> std::io::Result<()> {
+        let minute = ms / 60_000;
+        if self.minute != Some(minute) {
+            let full = rfc3339_ms(ms);
+            // "YYYY-MM-DDTHH:MM:" then "SS.mmmZ"; a time the calendar cannot name keeps its
+            // own form.
+            match full.len().checked_sub(7).filter(|_| !full.starts_with('@')) {
+                Some(cut) => {
+                    self.prefix = full[..cut].to_string();
+                    self.minute = Some(minute);
+                }
+                None => return out.write_all(full.as_bytes()),
+            }
+        }
+        let in_minute = ms % 60_000;
+        write!(
+            out,
+            "{}{:02}.{:03}Z",
+            self.prefix,
+            in_minute / 1000,
+            in_minute % 1000
+        )
+    }
+}
+
 /// `1764104645.123`
 pub fn unix(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
@@ -106,6 +141,24 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stamper_writes_what_rfc3339_ms_does() {
+        let mut s = Stamper::default();
+        for ms in [
+            0,
+            59_999,
+            60_000,
+            1_764_104_645_123,
+            1_764_104_699_999,
+            1_764_104_700_000,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            s.write(&mut out, ms).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), rfc3339_ms(ms), "{ms}");
+        }
+    }
 
     #[test]
     fn parses_both_forms() {

@@ -7,7 +7,7 @@ use std::fmt;
 use crate::layout::{Kind, ObjectKey};
 
 /// A chain that cannot be trusted; the message names the part and offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ChainError(pub String);
 
 impl fmt::Display for ChainError {

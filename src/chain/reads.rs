@@ -91,8 +91,7 @@ pub fn reads(chain: &[ObjectKey]) -> Vec<Read> {
 mod tests {
     use super::*;
     use crate::chain::tests::delta;
-    use crate::layout::index::{Entry, pieces};
-    use std::sync::Arc;
+    use crate::layout::index::{Entry, Line};
 
     #[test]
     fn points_of_one_merged_object_are_one_ranged_read() {
@@ -105,7 +104,7 @@ mod tests {
             time_ms: t,
             crc: crc32fast::hash(&data[if end == 9 { 4 } else { 9 }..end]),
         };
-        let inside = pieces(&Arc::new(m.clone()), &[e(9, 200), e(16, 300)]);
+        let inside = Line::new(&m, &[e(9, 200), e(16, 300)]).pieces();
         let mut first = delta(1, 0, 4, 100);
         first.crc = crc32fast::hash(&data[..4]);
         let mut last = delta(1, 16, 20, 400);

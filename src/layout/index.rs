@@ -44,17 +44,77 @@ pub fn render(entries: &[Entry]) -> Vec<u8> {
 /// The entries of `merged`'s index, checked against its key: ranges that start at its start,
 /// never go back, end at its end, times that never go back and end at its time, and CRCs that
 /// combine to its CRC. The error says what is wrong, for `verify` and the WARN.
-pub fn parse(text: &[u8], merged: &ObjectKey) -> Result<Vec<Entry>, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "the index is not text".to_string())?;
-    let body = text
-        .strip_prefix(HEADER)
-        .ok_or_else(|| "the index does not start with \"petrify-index 1\"".to_string())?;
-    let mut out = Vec::new();
-    let (mut end, mut time) = (merged.start, 0u64);
-    let mut crc = 0u32;
-    for (n, line) in body.lines().enumerate() {
-        let bad = |why: &str| format!("index line {}: {why}", n + 2);
-        let mut f = line.split(' ');
+#[cfg(test)]
+pub fn parse(text: &[u8], merged: &ObjectKey) -> Result<Line, String> {
+    let mut p = Parser::new(merged, text.len() as u64);
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        p.feed(line)?;
+    }
+    p.finish()
+}
+
+/// Reads an index one line at a time, so that a month of points never sits in memory as text:
+/// what reading a merged object's index from the store streams into.
+pub struct Parser {
+    line: Line,
+    n: usize,
+    header: bool,
+    /// Bytes of an unfinished last line (no newline yet).
+    open: bool,
+    end: u64,
+    time: u64,
+    crc: u32,
+}
+
+impl Parser {
+    /// For `merged`'s index of about `size` bytes (to size the entries once).
+    pub fn new(merged: &ObjectKey, size: u64) -> Parser {
+        // A line is about 33 bytes ("END TIME CRC"): reserving for that avoids regrowing a
+        // month of entries (and holding the old and new copies at once).
+        let guess = usize::try_from(size / 30).unwrap_or(0).min(1 << 20);
+        Parser {
+            line: Line {
+                merged: Arc::new(merged.clone()),
+                ends: Vec::with_capacity(guess),
+                times: Times::Before(Vec::with_capacity(guess)),
+                crcs: Vec::with_capacity(guess),
+            },
+            n: 0,
+            header: false,
+            open: false,
+            end: merged.start,
+            time: 0,
+            crc: 0,
+        }
+    }
+
+    /// One line of the index text, with its newline (the last may lack it).
+    pub fn feed(&mut self, raw: &[u8]) -> Result<(), String> {
+        self.n += 1;
+        if self.open {
+            return Err(format!(
+                "index line {}: after a line with no newline",
+                self.n
+            ));
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| "the index is not text".to_string())?;
+        let text = match text.strip_suffix('\n') {
+            Some(t) => t,
+            None => {
+                self.open = true;
+                text
+            }
+        };
+        if !self.header {
+            if format!("{text}\n") != HEADER || self.open {
+                return Err("the index does not start with \"petrify-index 1\"".into());
+            }
+            self.header = true;
+            return Ok(());
+        }
+        let bad = |why: &str| format!("index line {}: {why}", self.n);
+        let merged = &self.line.merged;
+        let mut f = text.split(' ');
         let (Some(e), Some(t), Some(c), None) = (f.next(), f.next(), f.next(), f.next()) else {
             return Err(bad("not END TIME CRC"));
         };
@@ -64,51 +124,168 @@ pub fn parse(text: &[u8], merged: &ObjectKey) -> Result<Vec<Entry>, String> {
             return Err(bad("bad CRC"));
         }
         let c = u32::from_str_radix(c, 16).map_err(|_| bad("bad CRC"))?;
-        if e < end || e > merged.end {
+        if e < self.end || e > merged.end {
             return Err(bad("end outside the object or going back"));
         }
-        if t < time || t > merged.time_ms {
+        if t < self.time || t > merged.time_ms {
             return Err(bad("time going back or after the object's"));
         }
-        crc = crate::crc::combine(crc, c, e - end);
-        (end, time) = (e, t);
-        out.push(Entry {
+        self.crc = crate::crc::combine(self.crc, c, e - self.end);
+        (self.end, self.time) = (e, t);
+        self.line.push(Entry {
             end: e,
             time_ms: t,
             crc: c,
         });
+        Ok(())
     }
-    if end != merged.end || time != merged.time_ms {
-        return Err("the last index line is not the object's end and time".into());
+
+    /// The index, once every line was fed.
+    pub fn finish(mut self) -> Result<Line, String> {
+        let merged = &self.line.merged;
+        if !self.header {
+            return Err("the index does not start with \"petrify-index 1\"".into());
+        }
+        if self.end != merged.end || self.time != merged.time_ms {
+            return Err("the last index line is not the object's end and time".into());
+        }
+        if self.crc != merged.crc {
+            return Err("the index's CRCs do not combine to the object's".into());
+        }
+        self.line.shrink();
+        Ok(self.line)
     }
-    if crc != merged.crc {
-        return Err("the index's CRCs do not combine to the object's".into());
-    }
-    Ok(out)
 }
 
-/// Each point of a merged object as an object of its own (kind `delta`, `within` the merged
-/// one): what chain planning works on.
-pub fn pieces(merged: &Arc<ObjectKey>, entries: &[Entry]) -> Vec<ObjectKey> {
-    let mut start = merged.start;
-    entries
-        .iter()
-        .map(|e| {
-            let p = ObjectKey {
-                generation: merged.generation,
-                mode: merged.mode,
-                part: merged.part.clone(),
-                start,
-                end: e.end,
-                time_ms: e.time_ms,
-                crc: e.crc,
-                kind: Kind::Delta,
-                within: Some(merged.clone()),
-            };
-            start = e.end;
-            p
-        })
-        .collect()
+/// The points of one merged object, read from its index: 16 bytes a point (its end, its time
+/// as milliseconds before the object's, its CRC-32), so that readers of a month of one-second
+/// points stay small. Entries are in index order: ends and times never go back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub merged: Arc<ObjectKey>,
+    ends: Vec<u64>,
+    times: Times,
+    crcs: Vec<u32>,
+}
+
+/// Entry times: milliseconds before the merged object's time while they fit in 32 bits (a
+/// merged object spanning less than 49 days), whole times otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Times {
+    Before(Vec<u32>),
+    Whole(Vec<u64>),
+}
+
+impl Line {
+    /// The line of `merged` with these entries (unchecked: a store's are read by [`Parser`]).
+    #[cfg(test)]
+    pub fn new(merged: &ObjectKey, entries: &[Entry]) -> Line {
+        let mut line = Parser::new(merged, 0).line;
+        for e in entries {
+            line.push(*e);
+        }
+        line
+    }
+
+    fn push(&mut self, e: Entry) {
+        let top = self.merged.time_ms;
+        if let Times::Before(v) = &mut self.times {
+            match u32::try_from(top.saturating_sub(e.time_ms)) {
+                Ok(b) => v.push(b),
+                Err(_) => {
+                    let whole = v.iter().map(|&b| top - u64::from(b)).collect();
+                    self.times = Times::Whole(whole);
+                }
+            }
+        }
+        if let Times::Whole(v) = &mut self.times {
+            v.push(e.time_ms);
+        }
+        self.ends.push(e.end);
+        self.crcs.push(e.crc);
+    }
+
+    fn shrink(&mut self) {
+        self.ends.shrink_to_fit();
+        self.crcs.shrink_to_fit();
+        match &mut self.times {
+            Times::Before(v) => v.shrink_to_fit(),
+            Times::Whole(v) => v.shrink_to_fit(),
+        }
+    }
+
+    /// How many points the object holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The part's length at each point, in order.
+    pub fn ends(&self) -> &[u64] {
+        &self.ends
+    }
+
+    /// Where point `i`'s own bytes start: the previous point's end, or the object's start.
+    pub fn start_of(&self, i: usize) -> u64 {
+        match i {
+            0 => self.merged.start,
+            _ => self.ends[i - 1],
+        }
+    }
+
+    pub fn time_of(&self, i: usize) -> u64 {
+        match &self.times {
+            Times::Before(v) => self.merged.time_ms - u64::from(v[i]),
+            Times::Whole(v) => v[i],
+        }
+    }
+
+    pub fn entry(&self, i: usize) -> Entry {
+        Entry {
+            end: self.ends[i],
+            time_ms: self.time_of(i),
+            crc: self.crcs[i],
+        }
+    }
+
+    #[cfg(test)]
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+
+    /// Point `i` as an object of its own (see [`pieces`]).
+    pub fn piece(&self, i: usize) -> ObjectKey {
+        let e = self.entry(i);
+        ObjectKey {
+            generation: self.merged.generation,
+            mode: self.merged.mode,
+            part: self.merged.part.clone(),
+            start: self.start_of(i),
+            end: e.end,
+            time_ms: e.time_ms,
+            crc: e.crc,
+            kind: Kind::Delta,
+            within: Some(self.merged.clone()),
+        }
+    }
+
+    /// Every point as an object of its own: what planning one chain works on.
+    pub fn pieces(&self) -> Vec<ObjectKey> {
+        (0..self.len()).map(|i| self.piece(i)).collect()
+    }
+
+    /// The first point whose own bytes start at `offset`, if any: where a chain that reached
+    /// `offset` enters the object.
+    pub fn entered_at(&self, offset: u64) -> Option<usize> {
+        if self.merged.start == offset {
+            return (!self.is_empty()).then_some(0);
+        }
+        let i = self.ends.partition_point(|&e| e < offset);
+        (i + 1 < self.len() && self.ends[i] == offset).then_some(i + 1)
+    }
 }
 
 /// The entry a delta stands for, once merged.
@@ -162,8 +339,8 @@ mod tests {
         ];
         let text = render(&e);
         assert!(text.starts_with(b"petrify-index 1\n108 1000 "));
-        assert_eq!(parse(&text, &m).unwrap(), e);
-        let p = pieces(&Arc::new(m.clone()), &e);
+        assert_eq!(parse(&text, &m).unwrap().entries().collect::<Vec<_>>(), e);
+        let p = Line::new(&m, &e).pieces();
         assert_eq!(
             p.iter().map(|o| (o.start, o.end)).collect::<Vec<_>>(),
             [(100, 108), (108, 108), (108, 124)]

@@ -2,14 +2,15 @@
 //! `--until`, `--last`). With a window, generations are read one folder at a time and reading
 //! stops as soon as no further generation can hold a point of the window.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 
 use crate::bucket::{self, Place};
-use crate::chain::{self, BrokenPoint, Generation, RecoveryPoint};
+use crate::chain::{self, BrokenPoint, GenId, RecoveryPoint, Stored};
 use crate::error::{Error, Exit, Result};
 use crate::layout;
 use crate::s3::ObjectStore;
-use crate::timestamp::{rfc3339_ms, unix};
+use crate::timestamp::{Stamper, rfc3339_ms, unix};
 
 /// How many broken points `list` names one by one before summing up the rest.
 const BROKEN_SHOWN: usize = 10;
@@ -31,33 +32,6 @@ impl Window {
     fn holds_time(&self, t: u64) -> bool {
         self.since_ms.is_none_or(|s| t >= s) && self.until_ms.is_none_or(|u| t <= u)
     }
-
-    /// The points of `good` (in list order) and `broken` this window shows. Broken points are
-    /// shown (on stderr) when their time is in the window and, with `last`, when they are not
-    /// older than the first good point shown.
-    fn select(
-        &self,
-        good: Vec<RecoveryPoint>,
-        broken: Vec<BrokenPoint>,
-    ) -> (Vec<RecoveryPoint>, Vec<BrokenPoint>) {
-        let mut good: Vec<RecoveryPoint> = good
-            .into_iter()
-            .filter(|p| self.holds_time(p.time_ms))
-            .collect();
-        if let Some(n) = self.last {
-            good.drain(..good.len().saturating_sub(n));
-        }
-        let from = good.first().map(|p| (p.generation, p.time_ms));
-        let broken = broken
-            .into_iter()
-            .filter(|b| self.holds_time(b.point.time_ms))
-            .filter(|b| {
-                self.last.is_none()
-                    || from.is_none_or(|f| (b.point.generation, b.point.time_ms) >= f)
-            })
-            .collect();
-        (good, broken)
-    }
 }
 
 /// What `petrify list` is asked for.
@@ -70,14 +44,70 @@ pub struct ListRequest {
 /// `petrify list`: one line per recovery point that can be recovered, in order. Points whose
 /// chain is broken (an object deleted by a lifecycle rule or by hand) are not listed: they are
 /// named on stderr, and the command fails with status 65 after listing the good ones. Decided
-/// from the keys of the listing: no extra request.
+/// from the keys of the listing and the merged objects' indexes, streamed: a month of points
+/// is never held as a table.
 pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
     let root = req.place.root();
-    let (gens, damaged) = read_generations(store, &root, &req.window)?;
-    let (good, broken) = chain::check_points(&gens, chain::recovery_points(&gens));
-    let (points, broken) = req.window.select(good, broken);
-    if points.is_empty() && broken.is_empty() {
-        if req.window.is_all() {
+    let window = &req.window;
+    let (gens, damaged) = read_generations(store, &root, window)?;
+    // With `--last`, a first walk finds the oldest point shown: broken points before it are
+    // not named either.
+    let from = window.last.and_then(|n| oldest_of_last(&gens, window, n));
+    let shown = |p: &RecoveryPoint| {
+        window.holds_time(p.time_ms)
+            && (window.last.is_none() || from.is_none_or(|f| (p.generation, p.time_ms) >= f))
+    };
+    let mut listed = 0usize;
+    let mut broken: Vec<BrokenPoint> = Vec::new();
+    let mut broken_count = 0usize;
+    let mut sink = io::BufWriter::with_capacity(64 * 1024, out);
+    let mut failed: Option<io::Error> = None;
+    let mut stamper = Stamper::default();
+    for g in &gens {
+        chain::walk(g.id, &g.view(), |p, why| {
+            if !shown(&p) {
+                return;
+            }
+            let Some(why) = why else {
+                listed += 1;
+                if failed.is_none()
+                    && let Err(e) = stamper.write(&mut sink, p.time_ms).and_then(|()| {
+                        writeln!(
+                            sink,
+                            "  {}.{:03}  {}  {}",
+                            p.time_ms / 1000,
+                            p.time_ms % 1000,
+                            p.generation.number,
+                            p.bytes
+                        )
+                    })
+                {
+                    failed = Some(e);
+                }
+                return;
+            };
+            broken_count += 1;
+            if broken.len() < BROKEN_SHOWN {
+                broken.push(BrokenPoint {
+                    point: p,
+                    why: why.clone(),
+                });
+            }
+        });
+    }
+    if failed.is_none()
+        && let Err(e) = sink.flush()
+    {
+        failed = Some(e);
+    }
+    match failed {
+        None => {}
+        // `petrify list | head` is not an error.
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Some(e) => return Err(Error::new(Exit::Io, format!("cannot write the list: {e}"))),
+    }
+    if listed == 0 && broken_count == 0 {
+        if window.is_all() {
             log::warn!("no recovery points under {}", req.place.describe());
         } else {
             log::warn!(
@@ -85,25 +115,6 @@ pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> 
                 req.place.describe()
             );
         }
-    }
-    let write = |out: &mut dyn Write| -> io::Result<()> {
-        for p in &points {
-            writeln!(
-                out,
-                "{}  {}  {}  {}",
-                rfc3339_ms(p.time_ms),
-                unix(p.time_ms),
-                p.generation.number,
-                p.bytes
-            )?;
-        }
-        out.flush()
-    };
-    match write(out) {
-        Ok(()) => {}
-        // `petrify list | head` is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(Error::new(Exit::Io, format!("cannot write the list: {e}"))),
     }
     // A merged object whose index cannot be read hides the points it holds: the list is
     // short of them, which must not look like a whole history.
@@ -115,20 +126,19 @@ pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> 
             damaged.len()
         ),
     };
-    if broken.is_empty() && damaged.is_empty() {
+    if broken_count == 0 && damaged.is_empty() {
         return Ok(());
     }
-    if broken.is_empty() {
+    if broken_count == 0 {
         return Err(Error::new(
             Exit::Data,
             format!(
-                "the {} point(s) listed under {} can be recovered{unreadable}",
-                points.len(),
+                "the {listed} point(s) listed under {} can be recovered{unreadable}",
                 req.place.describe()
             ),
         ));
     }
-    for b in broken.iter().take(BROKEN_SHOWN) {
+    for b in &broken {
         eprintln!(
             "petrify: point {} ({}, generation {}) cannot be recovered: {}",
             rfc3339_ms(b.point.time_ms),
@@ -137,24 +147,38 @@ pub fn list(req: &ListRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> 
             b.why
         );
     }
-    if broken.len() > BROKEN_SHOWN {
+    if broken_count > broken.len() {
         eprintln!(
             "petrify: ... and {} more point(s) that cannot be recovered",
-            broken.len() - BROKEN_SHOWN
+            broken_count - broken.len()
         );
     }
     Err(Error::new(
         Exit::Data,
         format!(
-            "{} of {} recovery point(s) under {} cannot be recovered: objects of \
+            "{broken_count} of {} recovery point(s) under {} cannot be recovered: objects of \
              their chains are missing from the bucket (a lifecycle rule, or a deletion by hand); \
-             the {} listed can{unreadable}",
-            broken.len(),
-            broken.len() + points.len(),
+             the {listed} listed can{unreadable}",
+            broken_count + listed,
             req.place.describe(),
-            points.len()
         ),
     ))
+}
+
+/// The oldest of the newest `n` good points in `window`: where `--last n` starts.
+fn oldest_of_last(gens: &[Stored], window: &Window, n: usize) -> Option<(GenId, u64)> {
+    let mut last: VecDeque<(GenId, u64)> = VecDeque::new();
+    for g in gens {
+        chain::walk(g.id, &g.view(), |p, why| {
+            if why.is_none() && window.holds_time(p.time_ms) && n > 0 {
+                if last.len() == n {
+                    last.pop_front();
+                }
+                last.push_back((p.generation, p.time_ms));
+            }
+        });
+    }
+    last.front().copied()
 }
 
 /// The generations `window` needs. All of them, in one listing, without a window. With one, the
@@ -169,16 +193,11 @@ fn read_generations(
     store: &dyn ObjectStore,
     root: &str,
     window: &Window,
-) -> Result<(Vec<Generation>, Vec<layout::ObjectKey>)> {
+) -> Result<(Vec<Stored>, Vec<layout::ObjectKey>)> {
     if window.is_all() {
-        let found = bucket::survey(store, root)?;
-        let live = |k: &&layout::ObjectKey| {
-            found
-                .generations
-                .iter()
-                .any(|g| (g.id.number, g.id.mode) == (k.generation, k.mode))
-        };
-        let damaged = found.damaged.iter().filter(live).cloned().collect();
+        let found = bucket::survey_stored(store, root, root)?;
+        bucket::warn_foreign(root, &found.foreign);
+        let damaged = found.damaged.into_iter().map(|(k, _)| k).collect();
         return Ok((found.generations, damaged));
     }
     let folders = store
@@ -201,25 +220,28 @@ fn read_generations(
     let mut damaged = Vec::new();
     let mut shown = 0usize;
     for (_, dir) in dirs {
-        let listed = store
-            .list(&dir)
-            .map_err(|e| Error::s3(&format!("listing {dir}"), &e))?;
-        let (objects, unreadable) = bucket::parse_listing(store, root, listed)?;
-        damaged.extend(unreadable);
-        for g in chain::generations(objects) {
-            let one = std::slice::from_ref(&g);
-            let points = chain::recovery_points(one);
-            let (Some(first), Some(newest)) = (points.first(), points.last()) else {
+        let found = bucket::survey_stored(store, root, &dir)?;
+        bucket::warn_foreign(root, &found.foreign);
+        damaged.extend(found.damaged.into_iter().map(|(k, _)| k));
+        for g in found.generations {
+            let (mut first, mut newest, mut good) = (None, None, 0usize);
+            chain::walk(g.id, &g.view(), |p, why| {
+                first.get_or_insert(p.time_ms);
+                newest = Some(p.time_ms);
+                if why.is_none() && window.holds_time(p.time_ms) {
+                    good += 1;
+                }
+            });
+            let (Some(first), Some(newest)) = (first, newest) else {
                 continue;
             };
-            if newest_first && window.since_ms.is_some_and(|s| newest.time_ms < s) {
+            if newest_first && window.since_ms.is_some_and(|s| newest < s) {
                 return Ok((sorted(gens), damaged));
             }
-            if !newest_first && window.until_ms.is_some_and(|u| first.time_ms > u) {
+            if !newest_first && window.until_ms.is_some_and(|u| first > u) {
                 return Ok((sorted(gens), damaged));
             }
-            let (good, _) = chain::check_points(one, points);
-            shown += good.iter().filter(|p| window.holds_time(p.time_ms)).count();
+            shown += good;
             gens.push(g);
         }
         if newest_first && window.last.is_some_and(|n| shown >= n) {
@@ -229,7 +251,7 @@ fn read_generations(
     Ok((sorted(gens), damaged))
 }
 
-fn sorted(mut gens: Vec<Generation>) -> Vec<Generation> {
+fn sorted(mut gens: Vec<Stored>) -> Vec<Stored> {
     gens.sort_by_key(|g| g.id);
     gens
 }
@@ -237,96 +259,95 @@ fn sorted(mut gens: Vec<Generation>) -> Vec<Generation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{ChainError, GenId};
-    use crate::layout::Mode;
+    use crate::layout::{FILE_PART, Kind, Mode, ObjectKey};
+    use crate::s3::mem::MemStore;
 
-    fn pt(generation: u64, time_ms: u64) -> RecoveryPoint {
-        RecoveryPoint {
+    /// Stores a one-byte delta at `start` of a `file` generation, observed at `time_ms`.
+    fn put_byte(store: &MemStore, generation: u64, start: u64, time_ms: u64) {
+        let k = ObjectKey {
+            generation,
+            mode: Mode::File,
+            part: FILE_PART.into(),
+            start,
+            end: start + 1,
             time_ms,
-            generation: GenId {
-                number: generation,
-                mode: Mode::File,
-            },
-            bytes: time_ms,
-        }
-    }
-
-    fn times(v: &[RecoveryPoint]) -> Vec<u64> {
-        v.iter().map(|p| p.time_ms).collect()
-    }
-
-    #[test]
-    fn a_window_keeps_times_in_range_then_the_newest_n() {
-        let good: Vec<_> = [10, 20, 30, 40, 50].iter().map(|&t| pt(1, t)).collect();
-        let w = |since, until, last| Window {
-            since_ms: since,
-            until_ms: until,
-            last,
+            crc: crc32fast::hash(b"x"),
+            kind: Kind::Delta,
+            within: None,
         };
-        let sel = |win: Window| times(&win.select(good.clone(), vec![]).0);
-        assert_eq!(sel(w(None, None, None)), [10, 20, 30, 40, 50]);
-        assert_eq!(sel(w(Some(20), None, None)), [20, 30, 40, 50]);
-        assert_eq!(sel(w(None, Some(30), None)), [10, 20, 30]);
-        assert_eq!(sel(w(Some(20), Some(40), Some(2))), [30, 40]);
-        assert_eq!(sel(w(None, None, Some(9))), [10, 20, 30, 40, 50]);
-        assert_eq!(sel(w(Some(60), None, None)), Vec::<u64>::new());
-        // Broken points are named only inside the window.
-        let broken = vec![
-            BrokenPoint {
-                point: pt(1, 15),
-                why: ChainError("gap".into()),
+        store
+            .put(&k.key("p/petrify-v1/"), &mut &b"x"[..], 1, None)
+            .unwrap();
+    }
+
+    /// `petrify list` of prefix `p` with `window`: what it printed, and how it ended.
+    fn run(store: &MemStore, window: Window) -> (String, Result<()>) {
+        let req = ListRequest {
+            place: Place {
+                bucket: "b".into(),
+                prefix: "p".into(),
             },
-            BrokenPoint {
-                point: pt(1, 45),
-                why: ChainError("gap".into()),
-            },
-        ];
-        let (_, b) = w(None, None, Some(2)).select(good.clone(), broken.clone());
-        assert_eq!(b.iter().map(|b| b.point.time_ms).collect::<Vec<_>>(), [45]);
-        let (_, b) = w(None, Some(20), None).select(good, broken);
-        assert_eq!(b.iter().map(|b| b.point.time_ms).collect::<Vec<_>>(), [15]);
+            window,
+        };
+        let mut out = Vec::new();
+        let r = list(&req, store, &mut out);
+        (String::from_utf8(out).unwrap(), r)
+    }
+
+    /// Generation 1 breaks at its third point (an object deleted by hand); generation 2 is
+    /// whole. Every window names the broken points it covers, and only those.
+    #[test]
+    fn a_window_names_only_the_broken_points_it_covers() {
+        let store = MemStore::new();
+        let put = |generation, start, time_ms| put_byte(&store, generation, start, time_ms);
+        put(1, 0, 1000);
+        put(1, 1, 2000);
+        put(1, 3, 4000); // 2..3, observed at 3000, is gone
+        put(2, 0, 5000);
+        put(2, 1, 6000);
+        let run = |window: Window| {
+            let (out, r) = run(&store, window);
+            (out.lines().count(), r.map_err(|e| e.message))
+        };
+        let all = run(Window::default());
+        assert_eq!(all.0, 4);
+        let e = all.1.unwrap_err();
+        assert!(e.starts_with("1 of 5 recovery point(s)"), "{e}");
+        // The newest two are whole: nothing broken is among them.
+        let last = Window {
+            last: Some(2),
+            ..Window::default()
+        };
+        assert_eq!(run(last), (2, Ok(())));
+        let last = Window {
+            last: Some(3),
+            ..Window::default()
+        };
+        assert!(run(last).1.unwrap_err().starts_with("1 of 4"));
+        let until = Window {
+            until_ms: Some(2000),
+            ..Window::default()
+        };
+        assert_eq!(run(until), (2, Ok(())));
     }
 
     /// Three generations of three points each (times 1000g+1..3): each window reads only the
     /// generations it needs, counted in requests to the store.
     #[test]
     fn a_window_reads_only_the_generations_it_needs() {
-        use crate::layout::{FILE_PART, Kind, ObjectKey};
-        use crate::s3::mem::MemStore;
         use std::sync::atomic::Ordering;
 
         let store = MemStore::new();
         for g in 1..=3u64 {
             for i in 0..3u64 {
-                let k = ObjectKey {
-                    generation: g,
-                    mode: Mode::File,
-                    part: FILE_PART.into(),
-                    start: i,
-                    end: i + 1,
-                    time_ms: 1_000_000 * g + 1000 * (i + 1),
-                    crc: crc32fast::hash(b"x"),
-                    kind: Kind::Delta,
-                    within: None,
-                };
-                store
-                    .put(&k.key("p/petrify-v1/"), &mut &b"x"[..], 1, None)
-                    .unwrap();
+                put_byte(&store, g, i, 1_000_000 * g + 1000 * (i + 1));
             }
         }
         let run = |window: Window| {
             store.requests.store(0, Ordering::SeqCst);
-            let req = ListRequest {
-                place: Place {
-                    bucket: "b".into(),
-                    prefix: "p".into(),
-                },
-                window,
-            };
-            let mut out = Vec::new();
-            list(&req, &store, &mut out).unwrap();
-            let gens: Vec<String> = String::from_utf8(out)
-                .unwrap()
+            let (out, r) = run(&store, window);
+            assert!(r.is_ok());
+            let gens: Vec<String> = out
                 .lines()
                 .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
                 .collect();
@@ -356,9 +377,6 @@ mod tests {
     /// of reading the prefix); prune deletes it with its generation.
     #[test]
     fn a_damaged_index_at_the_end_is_not_a_whole_history() {
-        use crate::layout::{FILE_PART, Kind, ObjectKey};
-        use crate::s3::mem::MemStore;
-
         let store = MemStore::new();
         let root = "p/petrify-v1/";
         let key = |start: u64, end: u64, time_ms: u64, data: &[u8], kind| ObjectKey {
@@ -388,24 +406,13 @@ mod tests {
                 ..Window::default()
             },
         ] {
-            let req = ListRequest {
-                place: Place {
-                    bucket: "b".into(),
-                    prefix: "p".into(),
-                },
-                window,
-            };
-            let mut out = Vec::new();
-            let e = list(&req, &store, &mut out).unwrap_err();
+            let (out, r) = run(&store, window);
+            let e = r.unwrap_err();
             assert_eq!(e.exit, Exit::Data, "{}", e.message);
             assert!(e.message.contains("damaged index"), "{}", e.message);
             // The first point, and the merged object's last one (its key vouches for all of
             // its bytes, read whole); the point inside it is not offered.
-            let lines: Vec<String> = String::from_utf8(out)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect();
+            let lines: Vec<&str> = out.lines().collect();
             assert_eq!(lines.len(), 2, "{lines:?}");
             assert!(lines[1].contains(" 3.000 "), "{lines:?}");
         }

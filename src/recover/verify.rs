@@ -10,13 +10,15 @@ use std::io::{self, Write};
 use std::sync::Mutex;
 
 use crate::bucket::{self, Place};
-use crate::chain::{self, Generation};
+use crate::chain::{self, BrokenPoint};
 use crate::error::{Error, Exit, Result};
 use crate::layout::{Kind, ObjectKey};
 use crate::s3::ObjectStore;
 use crate::timestamp::{rfc3339_ms, unix};
 
 use super::{choose_point, fetch};
+
+mod same_range;
 
 /// What `petrify verify` is asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,116 +36,30 @@ pub struct VerifyRequest {
 /// exits 0 only when every point checked can be rebuilt and every object checked is whole.
 pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
     let root = req.place.root();
-    let listed = store
-        .list(&root)
-        .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
-    let mut read = bucket::read_listing(&root, listed);
-    bucket::open_indexes(store, &root, &mut read)?;
-    let foreign = read.foreign;
-    let damaged = read.damaged;
-    // A generation marked as being deleted is no longer history: a prune cut short, that the
-    // next prune finishes.
-    let gens: Vec<Generation> = chain::generations(read.objects)
-        .into_iter()
-        .filter(|g| !read.dropping.contains(&(g.id.number, g.id.mode)))
-        .collect();
-    if !read.dropping.is_empty() {
-        log::info!(
-            "{} generation(s) marked as being deleted by a prune cut short: not checked; the \
-             next prune (or persist --retain) finishes them",
-            read.dropping.len()
-        );
-    }
-    let all = chain::recovery_points(&gens);
-    let points = match req.at_ms {
-        None => all,
-        Some(t) => vec![choose_point(&all, Some(t), &req.place)?],
+    let mut report = Report::new(out);
+    let checked = match req.at_ms {
+        Some(t) => one_point(req, store, &root, t, &mut report)?,
+        None => every_point(store, &root, &mut report)?,
     };
-    let mut problems: Vec<String> = foreign
-        .iter()
-        .map(|(key, why)| format!("object {key}: not a readable Petrify object ({why})"))
-        .collect();
-    let (good, broken) = chain::check_points(&gens, points.clone());
-    for b in &broken {
-        problems.push(format!(
-            "point {} ({}, generation {}): {}",
-            rfc3339_ms(b.point.time_ms),
-            unix(b.point.time_ms),
-            b.point.generation.number,
-            b.why
-        ));
-    }
-    // The objects the checked points stand on: all of them, or the chosen point's chains.
-    let checked: Vec<&Generation> = gens
-        .iter()
-        .filter(|g| points.iter().any(|p| p.generation == g.id))
-        .collect();
-    let mut objects: Vec<Vec<ObjectKey>> = Vec::new();
-    for g in &checked {
-        for (part, objs) in &g.parts {
-            let objs = match req.at_ms.and(points.first()) {
-                Some(p) => chain::plan_part(objs, p.time_ms).unwrap_or_default(),
-                None => objs.clone(),
-            };
-            problems.extend(same_range_disagreements(part, g, &objs));
-            objects.push(objs);
-        }
-    }
-    // What is downloaded: each object once, a merged one for all the points it holds (their
-    // CRCs were checked against its own when its index was read).
-    let mut objects: Vec<ObjectKey> = objects
-        .into_iter()
-        .flatten()
-        .map(|o| o.holder().clone())
-        .collect();
-    objects.sort_by_key(|o| {
-        (
-            o.generation,
-            o.mode,
-            o.part.clone(),
-            o.start,
-            o.end,
-            o.time_ms,
-        )
-    });
-    objects.dedup();
-    problems.extend(
-        damaged
-            .iter()
-            .map(|(k, why)| format!("object {k}: a merged object whose index is damaged: {why}")),
-    );
     let mut bytes = 0;
     if req.deep {
-        let (read, found) = deep(store, &root, &objects, req.parallel);
+        let (read, found) = deep(store, &root, &checked.objects, req.parallel);
         bytes = read;
-        problems.extend(found);
+        found.iter().for_each(|p| report.problem(p));
     }
-    let write = |out: &mut dyn Write| -> io::Result<()> {
-        for p in &problems {
-            writeln!(out, "BROKEN {p}")?;
-        }
-        out.flush()
-    };
-    if let Err(e) = write(out)
-        && e.kind() != io::ErrorKind::BrokenPipe
-    {
-        return Err(Error::new(
-            Exit::Io,
-            format!("cannot write the report: {e}"),
-        ));
-    }
+    report.finish()?;
     let what = format!(
         "{} of {} recovery point(s) and {} object(s){} under {}",
-        good.len(),
-        good.len() + broken.len(),
-        objects.len(),
+        checked.good,
+        checked.good + checked.broken,
+        checked.objects.len(),
         match req.deep {
             true => format!(" ({bytes} bytes read and checked)"),
             false => String::new(),
         },
         req.place.describe()
     );
-    if problems.is_empty() {
+    if report.problems == 0 {
         log::info!("verified: {what} can be rebuilt");
         return Ok(());
     }
@@ -152,31 +68,176 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
         format!(
             "{} problem(s) found (listed above); checked {what}; `petrify list` shows the \
              points that can still be recovered",
-            problems.len()
+            report.problems
         ),
     ))
 }
 
-/// Deltas of one part that hold the same range under different CRCs: two different histories
-/// where there must be one. (A retried upload with more bytes starts at the same offset but
-/// ends later: that is checked by `deep`.)
-fn same_range_disagreements(part: &str, g: &Generation, objs: &[ObjectKey]) -> Vec<String> {
-    let mut by_range: BTreeMap<(u64, u64), Vec<&ObjectKey>> = BTreeMap::new();
-    for o in objs.iter().filter(|o| o.kind == Kind::Delta) {
-        by_range.entry((o.start, o.end)).or_default().push(o);
+/// The problems, written as they are found (a broken month is millions of lines, never
+/// held), and counted.
+struct Report<'a> {
+    out: io::BufWriter<&'a mut dyn Write>,
+    problems: usize,
+    failed: Option<io::Error>,
+}
+
+impl<'a> Report<'a> {
+    fn new(out: &'a mut dyn Write) -> Report<'a> {
+        Report {
+            out: io::BufWriter::with_capacity(64 * 1024, out),
+            problems: 0,
+            failed: None,
+        }
     }
-    by_range
-        .into_iter()
-        .filter_map(|((start, end), v)| {
-            let first = v.first()?;
-            let other = v.iter().find(|o| o.crc != first.crc)?;
-            Some(format!(
-                "objects {first} and {other}: generation {}, part {part}, bytes {start}..{end} \
-                 held twice with different CRC-32s",
-                g.id.number
-            ))
-        })
-        .collect()
+
+    fn problem(&mut self, p: &str) {
+        self.problems += 1;
+        if self.failed.is_none()
+            && let Err(e) = writeln!(self.out, "BROKEN {p}")
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn point(&mut self, b: &BrokenPoint) {
+        self.problem(&format!(
+            "point {} ({}, generation {}): {}",
+            rfc3339_ms(b.point.time_ms),
+            unix(b.point.time_ms),
+            b.point.generation.number,
+            b.why
+        ));
+    }
+
+    /// `verify | head` is not an error; a full disk is.
+    fn finish(&mut self) -> Result<()> {
+        if self.failed.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.failed = Some(e);
+        }
+        match self.failed.take() {
+            Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::new(
+                Exit::Io,
+                format!("cannot write the report: {e}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What was checked: points good and broken, and the objects they stand on (each once; a
+/// merged one for all the points it holds, whose CRCs were checked against its own when its
+/// index was read).
+struct Checked {
+    good: usize,
+    broken: usize,
+    objects: Vec<ObjectKey>,
+}
+
+/// Every point under the prefix, walked as [`chain::walk`] streams them.
+fn every_point(store: &dyn ObjectStore, root: &str, report: &mut Report) -> Result<Checked> {
+    let found = bucket::survey_stored(store, root, root)?;
+    // A generation marked as being deleted is no longer history: a prune cut short, that the
+    // next prune finishes.
+    if found.dropping > 0 {
+        log::info!(
+            "{} generation(s) marked as being deleted by a prune cut short: not checked; the \
+             next prune (or persist --retain) finishes them",
+            found.dropping
+        );
+    }
+    for (key, why) in &found.foreign {
+        report.problem(&format!(
+            "object {key}: not a readable Petrify object ({why})"
+        ));
+    }
+    let (mut good, mut broken) = (0, 0);
+    for g in &found.generations {
+        chain::walk(g.id, &g.view(), |p, why| match why {
+            None => good += 1,
+            Some(why) => {
+                broken += 1;
+                report.point(&BrokenPoint {
+                    point: p,
+                    why: why.clone(),
+                });
+            }
+        });
+    }
+    for g in &found.generations {
+        for (part, p) in &g.parts {
+            for d in same_range::stored(part, g.id.number, p) {
+                report.problem(&d);
+            }
+        }
+    }
+    report_damaged(report, &found.damaged);
+    Ok(Checked {
+        good,
+        broken,
+        objects: sorted(found.generations.iter().flat_map(|g| g.holders()).cloned()),
+    })
+}
+
+/// The point `recover --at-timestamp` would choose, on the view recover plans on.
+fn one_point(
+    req: &VerifyRequest,
+    store: &dyn ObjectStore,
+    root: &str,
+    at_ms: u64,
+    report: &mut Report,
+) -> Result<Checked> {
+    let found = bucket::survey_to_recover(store, root, Some(at_ms))?;
+    for (key, why) in &found.foreign {
+        report.problem(&format!(
+            "object {key}: not a readable Petrify object ({why})"
+        ));
+    }
+    let all = chain::recovery_points(&found.generations);
+    let point = choose_point(&all, Some(at_ms), &req.place)?;
+    let (good, broken) = chain::check_points(&found.generations, vec![point]);
+    broken.iter().for_each(|b| report.point(b));
+    let mut objects = Vec::new();
+    if let Some(g) = found.generations.iter().find(|g| g.id == point.generation) {
+        for (part, objs) in &g.parts {
+            let objs = chain::plan_part(objs, point.time_ms).unwrap_or_default();
+            for d in same_range::planned(part, g.id.number, &objs) {
+                report.problem(&d);
+            }
+            objects.extend(objs.iter().map(|o| o.holder().clone()));
+        }
+    }
+    report_damaged(report, &found.damaged);
+    Ok(Checked {
+        good: good.len(),
+        broken: broken.len(),
+        objects: sorted(objects.into_iter()),
+    })
+}
+
+fn report_damaged(report: &mut Report, damaged: &[(ObjectKey, String)]) {
+    for (k, why) in damaged {
+        report.problem(&format!(
+            "object {k}: a merged object whose index is damaged: {why}"
+        ));
+    }
+}
+
+fn sorted(objects: impl Iterator<Item = ObjectKey>) -> Vec<ObjectKey> {
+    let mut objects: Vec<ObjectKey> = objects.collect();
+    objects.sort_by(|a, b| {
+        (a.generation, a.mode, &a.part, a.start, a.end, a.time_ms).cmp(&(
+            b.generation,
+            b.mode,
+            &b.part,
+            b.start,
+            b.end,
+            b.time_ms,
+        ))
+    });
+    objects.dedup();
+    objects
 }
 
 /// Downloads every object with at most `parallel` in flight: each must match its key's length

@@ -65,11 +65,7 @@ fn uploader(store: &MemStore) -> Uploader<'_> {
 }
 
 fn generations(store: &MemStore) -> Vec<Generation> {
-    chain::generations(
-        bucket::parse_listing(store, ROOT, store.list(ROOT).unwrap())
-            .unwrap()
-            .0,
-    )
+    bucket::survey(store, ROOT).unwrap().generations
 }
 
 /// The newest generation's number and each part's bytes as of its newest point, rebuilt from

@@ -91,7 +91,7 @@ fn large_objects_come_in_ranges_and_every_byte_is_proven() {
 
 #[test]
 fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
-    use crate::layout::index::{Entry, pieces, render};
+    use crate::layout::index::{Entry, Line, render};
     let store = MemStore::new();
     let bytes = data(3000);
     let mut m = object(&store, &bytes, (0, 3000), 9);
@@ -113,7 +113,7 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
     store
         .put(&m.key(ROOT), &mut &body[..], body.len() as u64, None)
         .unwrap();
-    let points = pieces(&std::sync::Arc::new(m.clone()), &entries);
+    let points = Line::new(&m, &entries).pieces();
     for (upto, want) in [(1, &bytes[..1000]), (2, &bytes[..])] {
         let reads = crate::chain::reads(&points[..upto]);
         assert_eq!(reads.len(), 1);
