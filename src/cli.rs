@@ -1,8 +1,9 @@
 //! The command line, parsed into plain values: which command, and the options as given. One
-//! table, [`OPTIONS`], names every option and the commands that take it; the parser accepts
-//! exactly those, and a test checks that each is in its command's `--help` and in
-//! `man/petrify.1`. Defaults, the environment and checks of the values are [`crate::config`]'s.
-//! Nothing here touches the network or the watched file.
+//! table, [`options::OPTIONS`], defines every option (names, values, commands, docs, defaults,
+//! where it is stored); the parser accepts exactly those, and `--help`, the man page's option
+//! list and the README's Usage block are rendered from it ([`docs`]). Checks of the values and
+//! the environment are [`crate::config`]'s. Nothing here touches the network or the watched
+//! file.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,11 +12,11 @@ use lexopt::prelude::*;
 
 use crate::error::{Error, Exit, Result};
 
+mod docs;
 mod help;
+pub mod options;
 
-pub use help::{
-    LIST_HELP, MAIN_HELP, PERSIST_HELP, PRUNE_HELP, RECOVER_HELP, STATUS_HELP, VERIFY_HELP,
-};
+pub use options::{DEFAULT_INTERVAL, DEFAULT_PARALLEL, OPTIONS};
 
 /// The commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,158 +53,7 @@ impl CommandName {
     fn parse(s: &str) -> Option<CommandName> {
         CommandName::ALL.iter().copied().find(|c| c.as_str() == s)
     }
-
-    pub fn help(self) -> &'static str {
-        match self {
-            CommandName::Persist => PERSIST_HELP,
-            CommandName::Recover => RECOVER_HELP,
-            CommandName::List => LIST_HELP,
-            CommandName::Verify => VERIFY_HELP,
-            CommandName::Prune => PRUNE_HELP,
-            CommandName::Status => STATUS_HELP,
-        }
-    }
 }
-
-/// One long option.
-#[derive(Debug, Clone, Copy)]
-pub struct Opt {
-    /// Without the leading `--`.
-    pub name: &'static str,
-    /// Whether it takes a value.
-    pub takes_value: bool,
-    /// The commands that accept it.
-    pub commands: &'static [CommandName],
-}
-
-const ALL: &[CommandName] = CommandName::ALL;
-const PERSIST: &[CommandName] = &[CommandName::Persist];
-const RECOVER: &[CommandName] = &[CommandName::Recover];
-const LIST: &[CommandName] = &[CommandName::List];
-const VERIFY: &[CommandName] = &[CommandName::Verify];
-const READERS: &[CommandName] = &[CommandName::Recover, CommandName::Verify];
-const PRUNE: &[CommandName] = &[CommandName::Prune];
-const RETAINERS: &[CommandName] = &[CommandName::Persist, CommandName::Prune];
-const FILE_COMMANDS: &[CommandName] = &[
-    CommandName::Persist,
-    CommandName::Recover,
-    CommandName::Status,
-];
-const STATUS: &[CommandName] = &[CommandName::Status];
-
-/// Every option the parser accepts (besides `--help`/`-h` and `--version`/`-V`).
-pub const OPTIONS: &[Opt] = &[
-    Opt {
-        name: "bucket",
-        takes_value: true,
-        commands: ALL,
-    },
-    Opt {
-        name: "prefix",
-        takes_value: true,
-        commands: ALL,
-    },
-    Opt {
-        name: "endpoint",
-        takes_value: true,
-        commands: ALL,
-    },
-    Opt {
-        name: "region",
-        takes_value: true,
-        commands: ALL,
-    },
-    Opt {
-        name: "path-style",
-        takes_value: false,
-        commands: ALL,
-    },
-    Opt {
-        name: "file",
-        takes_value: true,
-        commands: FILE_COMMANDS,
-    },
-    Opt {
-        name: "interval",
-        takes_value: true,
-        commands: PERSIST,
-    },
-    Opt {
-        name: "at-timestamp",
-        takes_value: true,
-        commands: READERS,
-    },
-    Opt {
-        name: "force",
-        takes_value: false,
-        commands: RECOVER,
-    },
-    Opt {
-        name: "if-missing",
-        takes_value: false,
-        commands: RECOVER,
-    },
-    Opt {
-        name: "parallel",
-        takes_value: true,
-        commands: READERS,
-    },
-    Opt {
-        name: "deep",
-        takes_value: false,
-        commands: VERIFY,
-    },
-    Opt {
-        name: "retain",
-        takes_value: true,
-        commands: RETAINERS,
-    },
-    Opt {
-        name: "dry-run",
-        takes_value: false,
-        commands: PRUNE,
-    },
-    Opt {
-        name: "compaction",
-        takes_value: true,
-        commands: PERSIST,
-    },
-    Opt {
-        name: "metrics-file",
-        takes_value: true,
-        commands: PERSIST,
-    },
-    Opt {
-        name: "heartbeat-url",
-        takes_value: true,
-        commands: PERSIST,
-    },
-    Opt {
-        name: "max-lag",
-        takes_value: true,
-        commands: STATUS,
-    },
-    Opt {
-        name: "json",
-        takes_value: false,
-        commands: STATUS,
-    },
-    Opt {
-        name: "since",
-        takes_value: true,
-        commands: LIST,
-    },
-    Opt {
-        name: "until",
-        takes_value: true,
-        commands: LIST,
-    },
-    Opt {
-        name: "last",
-        takes_value: true,
-        commands: LIST,
-    },
-];
 
 /// The options as given on the command line, not yet checked or defaulted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -237,7 +87,7 @@ pub struct Args {
 pub enum Parsed {
     Run(CommandName, Box<Args>),
     /// Help text to print on stdout.
-    Help(&'static str),
+    Help(String),
     Version,
 }
 
@@ -252,7 +102,7 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
     let command = match name.strip_prefix("petrify-").and_then(CommandName::parse) {
         Some(c) => c,
         None => match parser.next().map_err(usage)? {
-            Some(Long("help") | Short('h')) => return Ok(Parsed::Help(MAIN_HELP)),
+            Some(Long("help") | Short('h')) => return Ok(Parsed::Help(docs::main_help())),
             Some(Long("version") | Short('V')) => return Ok(Parsed::Version),
             Some(Value(v)) => {
                 let v = v.string().map_err(usage)?;
@@ -278,61 +128,22 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
     let mut a = Args::default();
     while let Some(arg) = parser.next().map_err(usage)? {
         let name = match arg {
-            Long("help") | Short('h') => return Ok(Parsed::Help(command.help())),
+            Long("help") | Short('h') => return Ok(Parsed::Help(docs::command_help(command))),
             Long("version") | Short('V') => return Ok(Parsed::Version),
             Long(name) => name.to_string(),
             other => return Err(not_an_option(command, other.unexpected())),
         };
         let Some(opt) = OPTIONS
             .iter()
-            .find(|o| o.name == name && o.commands.contains(&command))
+            .find(|o| o.name == name && o.takes(command).is_some())
         else {
             return Err(not_an_option(command, Long(&name).unexpected()));
         };
-        if !opt.takes_value {
-            match opt.name {
-                "path-style" => a.path_style = true,
-                "force" => a.force = true,
-                "if-missing" => a.if_missing = true,
-                "deep" => a.deep = true,
-                "dry-run" => a.dry_run = true,
-                "json" => a.json = true,
-                other => return Err(unhandled(other)),
-            }
-            continue;
-        }
-        let value = parser.value().map_err(usage)?;
-        if opt.name == "file" || opt.name == "metrics-file" {
-            if value.is_empty() {
-                return Err(usage_msg(format!("--{} is empty", opt.name)));
-            }
-            match opt.name {
-                "file" => a.file = Some(PathBuf::from(value)),
-                _ => a.metrics_file = Some(PathBuf::from(value)),
-            }
-            continue;
-        }
-        let value = value
-            .into_string()
-            .map_err(|_| usage_msg(format!("--{} must be valid UTF-8", opt.name)))?;
-        let slot = match opt.name {
-            "bucket" => &mut a.bucket,
-            "prefix" => &mut a.prefix,
-            "endpoint" => &mut a.endpoint,
-            "region" => &mut a.region,
-            "interval" => &mut a.interval,
-            "at-timestamp" => &mut a.at_timestamp,
-            "parallel" => &mut a.parallel,
-            "since" => &mut a.since,
-            "until" => &mut a.until,
-            "last" => &mut a.last,
-            "retain" => &mut a.retain,
-            "compaction" => &mut a.compaction,
-            "max-lag" => &mut a.max_lag,
-            "heartbeat-url" => &mut a.heartbeat_url,
-            other => return Err(unhandled(other)),
+        let value = match opt.value {
+            Some(_) => Some(parser.value().map_err(usage)?),
+            None => None,
         };
-        *slot = Some(value);
+        (opt.set)(&mut a, value).map_err(|why| usage_msg(format!("--{} {why}", opt.name)))?;
     }
     Ok(Parsed::Run(command, Box::new(a)))
 }
@@ -342,11 +153,6 @@ fn not_an_option(command: CommandName, what: lexopt::Error) -> Error {
     usage_msg(format!(
         "{what}: not an option of petrify {c} (see petrify {c} --help)"
     ))
-}
-
-/// An option in [`OPTIONS`] that the parser does not store: a bug, said as one.
-fn unhandled(name: &str) -> Error {
-    Error::new(Exit::Software, format!("internal: --{name} is not handled"))
 }
 
 fn usage(e: lexopt::Error) -> Error {
@@ -413,10 +219,13 @@ mod tests {
             p("petrify-list", &["--bucket", "b", "--prefix", "p"]).unwrap(),
             Parsed::Run(CommandName::List, _)
         ));
-        assert_eq!(p("petrify", &["--help"]).unwrap(), Parsed::Help(MAIN_HELP));
+        assert_eq!(
+            p("petrify", &["--help"]).unwrap(),
+            Parsed::Help(docs::main_help())
+        );
         assert_eq!(
             p("petrify", &["recover", "--help"]).unwrap(),
-            Parsed::Help(RECOVER_HELP)
+            Parsed::Help(docs::command_help(CommandName::Recover))
         );
         assert_eq!(p("petrify", &["-V"]).unwrap(), Parsed::Version);
     }
@@ -441,29 +250,26 @@ mod tests {
         }
     }
 
-    /// One source of truth: every option the parser accepts is in the help of each command
-    /// that takes it, and in the man page; and the parser accepts what the table says.
+    /// The parser accepts each option for exactly the commands the table gives it, and
+    /// stores what it was given.
     #[test]
-    fn every_option_is_in_the_help_and_the_man_page() {
-        let man = include_str!("../man/petrify.1");
+    fn the_parser_takes_what_the_table_says() {
         for o in OPTIONS {
-            let flag = format!("--{}", o.name);
-            let man_flag = format!("Fl \\-{}", o.name.replace('-', "\\-"));
-            assert!(man.contains(&man_flag), "{flag} is not in man/petrify.1");
-            for c in o.commands {
-                assert!(
-                    c.help().contains(&flag),
-                    "{flag} is not in petrify {} --help",
-                    c.as_str()
-                );
+            for c in CommandName::ALL {
+                let flag = format!("--{}", o.name);
                 let mut args = vec![c.as_str(), flag.as_str()];
-                if o.takes_value {
+                if o.value.is_some() {
                     args.push("x");
                 }
-                assert!(
-                    matches!(p("petrify", &args), Ok(Parsed::Run(..))),
-                    "petrify {args:?} is refused"
+                let parsed = p("petrify", &args);
+                assert_eq!(
+                    matches!(parsed, Ok(Parsed::Run(..))),
+                    o.takes(*c).is_some(),
+                    "petrify {args:?}"
                 );
+                if let Ok(Parsed::Run(_, a)) = parsed {
+                    assert_ne!(*a, Args::default(), "petrify {args:?} stored nothing");
+                }
             }
         }
     }

@@ -7,18 +7,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::bucket::Place;
-use crate::cli::{Args, CommandName, usage_msg};
+use crate::cli::{Args, CommandName, DEFAULT_INTERVAL, DEFAULT_PARALLEL, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
 use crate::prune::PruneRequest;
-use crate::recover::{ListRequest, RecoverRequest, StatusRequest, VerifyRequest, Window, fetch};
+use crate::recover::{ListRequest, RecoverRequest, StatusRequest, VerifyRequest, Window};
 use crate::s3::{ConfigError, StoreConfig};
 use crate::tail::PersistRequest;
 use crate::timestamp::{self, BadTime};
 
 mod credentials;
-
-/// Default `--interval`.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default largest object: well under S3's 5 GiB PutObject limit, and small enough that a
 /// failed upload costs little to redo.
@@ -120,7 +117,7 @@ pub fn resolve(
             },
             parallel: match &args.parallel {
                 Some(v) => parse_parallel(v)?,
-                None => fetch::DEFAULT_PARALLEL,
+                None => DEFAULT_PARALLEL,
             },
         }),
         CommandName::Verify => Run::Verify(VerifyRequest {
@@ -133,7 +130,7 @@ pub fn resolve(
             deep: args.deep,
             parallel: match &args.parallel {
                 Some(v) => parse_parallel(v)?,
-                None => fetch::DEFAULT_PARALLEL,
+                None => DEFAULT_PARALLEL,
             },
         }),
         CommandName::Status => Run::Status(StatusRequest {

@@ -22,6 +22,7 @@ pub mod aofdir;
 pub mod clock;
 pub mod file;
 pub mod generation;
+pub mod held;
 pub mod merge;
 mod report;
 pub mod shipped;
@@ -222,7 +223,7 @@ fn follow(
         objects: 0,
         bytes: 0,
         compaction: args.compaction.clone(),
-        doomed: merge::Doomed::default(),
+        doomed: held::Doomed::default(),
         lease: Some(lease),
     };
     // Objects a compaction replaced but had not deleted when persist stopped.

@@ -23,11 +23,6 @@ use crate::error::{Error, Exit, Result};
 use crate::layout::{Kind, ObjectKey};
 use crate::s3::{Backoff, ObjectStore, S3Error};
 
-/// Requests in flight at once unless `--parallel` says otherwise. Each small request waits on
-/// latency, not bandwidth, and a real region adds 10-50 ms to each: on bench/run's 10,000
-/// deltas from s3s-fs, 32 workers took 7.5 s, 64 4.1 s, 128 3.7 s with 50 MiB of RSS.
-/// Memory stays bounded whatever the number (see AHEAD_BYTES and SMALL).
-pub const DEFAULT_PARALLEL: usize = 64;
 /// Pieces fetched ahead of the one being written, at most. A window as small as the number of
 /// workers stalls them all behind the one slow request at its head: on 10,000 deltas (bench/run)
 /// a 64-piece window took 9.3 s, a 1,024-piece one 4.0 s.

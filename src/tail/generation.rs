@@ -12,7 +12,7 @@ use crate::chain::{self, GenId, Generation};
 use crate::error::Result;
 use crate::layout::{self, Mode};
 
-use super::merge::{Held, held_from_chain};
+use super::held::{Held, held_from_chain};
 use super::shipped::{FileId, Shipped};
 use super::source::mtime_ms;
 use super::upload::{UploadError, Uploader};

@@ -11,7 +11,8 @@ use crate::chain::GenId;
 use crate::compaction;
 use crate::error::{Error, Exit, Result};
 
-use super::merge::{Held, Merge};
+use super::held::Held;
+use super::merge::Merge;
 use super::source::{crc_prefix, mtime_ms};
 use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
 use super::verify::{self, Witness};

@@ -12,7 +12,7 @@ use crate::s3::{ObjectStore, S3Error};
 use crate::compaction::Spans;
 
 use super::clock::Clock;
-use super::merge::{Doomed, Held};
+use super::held::{Doomed, Held};
 use super::source::{RangeReader, crc_range, hash_range, read_exact_at};
 use super::verify::{Capture, Witness};
 

@@ -7,8 +7,8 @@ use crate::layout::Kind;
 use crate::layout::index::{self, Entry};
 use crate::s3::ObjectStore;
 
+use super::super::held::Held;
 use super::super::upload::UploadError;
-use super::Held;
 
 /// The index of a merged object as a body: the header, each input's lines (from memory, or
 /// streamed from its own index and checked on the way), the new point's line.
