@@ -147,7 +147,7 @@ pub fn survey_to_recover(store: &dyn ObjectStore, root: &str, at: Option<u64>) -
 
 /// Moves every merged object whose index the view [`Indexes::Upto`] `at` does not need into
 /// `read.objects`, whole.
-fn keep_whole(read: &mut Read, at: Option<u64>) {
+fn keep_whole(read: &mut Listing, at: Option<u64>) {
     let mut merged = std::mem::take(&mut read.merged);
     merged.sort_by(|(a, _), (b, _)| {
         (a.generation, a.mode, &a.part, a.start).cmp(&(b.generation, b.mode, &b.part, b.start))
@@ -173,7 +173,7 @@ pub fn warn_foreign(root: &str, foreign: &[(String, &'static str)]) {
 }
 
 /// A listing, sorted out.
-pub struct Read {
+pub struct Listing {
     /// Every key of ours, those of generations being deleted included.
     pub objects: Vec<ObjectKey>,
     /// Each key that is not one of ours (or whose size disagrees with its key), and why.
@@ -189,7 +189,7 @@ pub struct Read {
     pub lines: Vec<Line>,
 }
 
-impl Read {
+impl Listing {
     /// Every point of every line as an object of its own, into `objects`: what persist,
     /// recover and prune plan on (their views hold few points).
     pub fn expand_lines(&mut self) {
@@ -200,8 +200,8 @@ impl Read {
 }
 
 /// Sorts a listing into our keys, marks of generations being deleted, and the rest.
-pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Read {
-    let mut read = Read {
+pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Listing {
+    let mut read = Listing {
         objects: Vec::new(),
         foreign: Vec::new(),
         dropping: BTreeSet::new(),
@@ -240,7 +240,7 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Read {
 /// An index the store does not hand over (the network, a refusal, short answers, after
 /// retries) fails the whole reading: it says nothing about the bucket, and a reader that went
 /// on without it would judge points from less than the bucket holds.
-pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Read) -> Result<()> {
+pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Listing) -> Result<()> {
     // A generation being deleted shows no point: its merged objects are only keys to delete.
     let (merged, dropping): (Vec<_>, Vec<_>) = std::mem::take(&mut read.merged)
         .into_iter()

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use crate::layout::{Kind, Mode, ObjectKey};
 
 mod check;
+mod downloads;
 mod plan;
-mod reads;
 mod stored;
 mod walk;
 
 pub use check::{BrokenPoint, check_points};
+pub use downloads::{Download, downloads, runs};
 pub use plan::{ChainError, plan_part};
-pub use reads::{Read, reads, runs};
 pub use stored::{Stored, StoredPart, stored};
 pub use walk::{PartView, walk};
 
@@ -269,7 +269,7 @@ pub(crate) mod tests {
     fn a_gap_is_an_error_naming_the_offset() {
         let objs = vec![delta(1, 0, 10, 100), delta(1, 25, 30, 300)];
         let e = plan_part(&objs, 300).unwrap_err();
-        assert!(e.0.contains("bytes 10..25 are missing"), "{e}");
+        assert!(e.to_string().contains("bytes 10..25 are missing"), "{e}");
         // Before the orphan was observed, the prefix is whole.
         assert_eq!(ranges(&plan_part(&objs, 200).unwrap()), [(0, 10)]);
         // A missing first object is an error too.

@@ -1,5 +1,5 @@
 //! Compaction decisions: when persist merges the objects of a part into one, and how the merged
-//! object is put together. Pure functions over times and sizes; `tail::merge` carries them out.
+//! object is put together. Pure functions over times and sizes; `tail::compaction` carries them out.
 //!
 //! The policy: `--compaction SPANS` lists window lengths, each a multiple of the one before
 //! (`5s,20s,1m` ...), windows aligned to the Unix epoch, so that each window of a span is made of

@@ -9,11 +9,14 @@ use std::time::Duration;
 use crate::bucket::Place;
 use crate::cli::{Args, CommandName, DEFAULT_INTERVAL, DEFAULT_PARALLEL, usage_msg};
 use crate::error::{Error, Exit, Hint, Result};
+use crate::list::{ListRequest, Window};
 use crate::prune::PruneRequest;
-use crate::recover::{ListRequest, RecoverRequest, StatusRequest, VerifyRequest, Window};
+use crate::recover::RecoverRequest;
 use crate::s3::{ConfigError, StoreConfig};
+use crate::status::StatusRequest;
 use crate::tail::PersistRequest;
 use crate::timestamp::{self, BadTime};
+use crate::verify::VerifyRequest;
 
 mod credentials;
 

@@ -37,9 +37,6 @@ pub struct Error {
     /// What the operator can do, in terms of the command line: said by the CLI layer, which
     /// alone knows the options' names.
     pub hint: Option<Hint>,
-    /// An object the plan needed is gone: compaction or a prune replaced it after the listing,
-    /// and listing again may find its replacement (see `recover`).
-    pub gone: bool,
 }
 
 /// Advice that names command-line options; see `config::hint_words`.
@@ -63,14 +60,7 @@ impl Error {
             exit,
             message: message.into(),
             hint: None,
-            gone: false,
         }
-    }
-
-    /// Marks the error as an object gone since the listing.
-    pub fn gone(mut self) -> Error {
-        self.gone = true;
-        self
     }
 
     pub fn with_hint(mut self, hint: Hint) -> Error {

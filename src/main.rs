@@ -14,16 +14,18 @@ mod crc;
 mod error;
 mod layout;
 mod lease;
+mod list;
 mod manifest;
-mod notify;
 #[cfg(test)]
 mod props;
 mod prune;
 mod recover;
 mod s3;
 mod signal;
+mod status;
 mod tail;
 mod timestamp;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -112,9 +114,9 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     match &command.run {
         Run::Persist(p) => tail::persist(p, &store),
         Run::Recover(r) => recover::recover(r, &store),
-        Run::Status(req) => recover::status(req, &store, &mut std::io::stdout().lock()),
+        Run::Status(req) => status::status(req, &store, &mut std::io::stdout().lock()),
         Run::Prune(req) => prune::prune(req, &store, &mut std::io::stdout().lock()),
-        Run::Verify(req) => recover::verify(req, &store, &mut std::io::stdout().lock()),
-        Run::List(req) => recover::list(req, &store, &mut std::io::stdout().lock()),
+        Run::Verify(req) => verify::verify(req, &store, &mut std::io::stdout().lock()),
+        Run::List(req) => list::list(req, &store, &mut std::io::stdout().lock()),
     }
 }

@@ -1,11 +1,12 @@
-//! `petrify recover` and `petrify list`: from one listing of the prefix, choose a recovery point,
+//! `petrify recover`: from one listing of the prefix, choose a recovery point,
 //! plan its chain, download and verify it into a temporary file beside the target, and move it
 //! into place only when every byte is proven. The target is either the complete recovery point
 //! or untouched.
 //!
 //! Submodules: `target` (the path, its temporary twin, the move into place), `part` (one part's
-//! chain into one file), `fetch` (parallel, in-order, verified downloads), `aofdir` (a Redis
-//! folder), `list` (the points, whole or in a window).
+//! chain into one file), `fetch` (parallel, in-order, verified downloads, also `verify
+//! --deep`'s), `aofdir` (a Redis folder), `progress` (the line on a terminal). Recover uses
+//! more than one thread: `fetch`'s pool of requests in flight (`--parallel`).
 
 use std::path::PathBuf;
 
@@ -18,20 +19,17 @@ use crate::timestamp::{rfc3339_ms, unix};
 
 mod aofdir;
 pub mod fetch;
-mod list;
 mod part;
 mod progress;
-mod status;
 mod target;
 #[cfg(test)]
 mod tests;
-mod verify;
 
-pub use list::{ListRequest, Window, list};
-pub use status::{StatusRequest, status};
-pub use verify::{VerifyRequest, verify};
-
+use fetch::FetchError;
 use progress::Progress;
+
+/// What a step of a recovery returns: an object gone since the listing is told apart.
+type Fetched<T> = std::result::Result<T, FetchError>;
 use target::{Target, TempPath};
 
 /// What `petrify recover` is asked for.
@@ -50,8 +48,9 @@ pub struct RecoverRequest {
     pub parallel: usize,
 }
 
-/// The point `--at-timestamp` (or its absence) chooses, or why there is none.
-fn choose_point(
+/// The point `--at-timestamp` (or its absence) chooses, or why there is none (for recover,
+/// and for verify and status, which must choose as recover does).
+pub fn choose_point(
     points: &[RecoveryPoint],
     at_ms: Option<u64>,
     place: &Place,
@@ -91,11 +90,11 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
     let mut attempt = 1;
     loop {
         match recover_once(args, store, &root, &target) {
-            Err(e) if e.gone && attempt < REPLANS => {
+            Err(FetchError::Gone(e)) if attempt < REPLANS => {
                 log::warn!("{}; listing again (attempt {})", e.message, attempt + 1);
                 attempt += 1;
             }
-            done => return done,
+            done => return done.map_err(Error::from),
         }
     }
 }
@@ -114,12 +113,13 @@ fn damaged_index(k: &layout::ObjectKey) -> Error {
 /// How many times recover lists and plans again when an object vanished under it.
 const REPLANS: u32 = 4;
 
+/// One listing, one plan, one download: [`FetchError::Gone`] when an object vanished under it.
 fn recover_once(
     args: &RecoverRequest,
     store: &dyn ObjectStore,
     root: &str,
     target: &Target,
-) -> Result<()> {
+) -> Fetched<()> {
     let found = bucket::survey_to_recover(store, root, args.at_ms)?;
     let points = chain::recovery_points(&found.generations);
     if args.if_missing && points.is_empty() {
@@ -146,18 +146,15 @@ fn recover_once(
     let point = match choose_point(&points, args.at_ms, &args.place) {
         Ok(p) => p,
         Err(e) => match unreadable(None) {
-            Some(k) => return Err(damaged_index(k)),
-            None => return Err(e),
+            Some(k) => return Err(damaged_index(k).into()),
+            None => return Err(e.into()),
         },
     };
     if let Some(k) = unreadable(Some(&point)) {
-        return Err(damaged_index(k));
+        return Err(damaged_index(k).into());
     }
     let Some(generation) = found.generations.iter().find(|g| g.id == point.generation) else {
-        return Err(Error::new(
-            Exit::Software,
-            "internal: chosen generation vanished",
-        ));
+        return Err(Error::new(Exit::Software, "internal: chosen generation vanished").into());
     };
     log::info!(
         "recovering {} as of {} (generation {}, {} bytes)",
@@ -183,7 +180,7 @@ fn recover_file(
     point: &RecoveryPoint,
     target: &Target,
     fetching: (usize, &Progress),
-) -> Result<()> {
+) -> Fetched<()> {
     if target.is_dir {
         return Err(Error::new(
             Exit::CantCreate,
@@ -191,7 +188,8 @@ fn recover_file(
                 "{} is a folder, but this recovery point is a single file: give a file path",
                 target.path.display()
             ),
-        ));
+        )
+        .into());
     }
     let tmp = TempPath::new(&target.path, false)?;
     let restored = part::restore_part(

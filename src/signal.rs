@@ -4,8 +4,10 @@
 //! not a reload: it is what a closing ssh session or terminal sends, and dying of it would leave
 //! bytes not uploaded and the lease behind. (persist has nothing to reload.) A second SIGINT (Ctrl-C
 //! twice) exits at once. A repeated SIGTERM does not: `timeout(1)` and process-group kills deliver
-//! it twice in a row, and systemd escalates to SIGKILL by itself after TimeoutStopSec. std has no signal API and the handler only stores to an atomic, so a few lines
-//! of FFI to libc's `signal(2)` (linked by std already) replace a crate.
+//! it twice in a row, and systemd escalates to SIGKILL by itself after TimeoutStopSec.
+//! std has no signal API, and the handler does only async-signal-safe things (atomic stores, one
+//! `write(2)` to the self-pipe, `_exit(2)` on a second SIGINT), so a few lines of FFI to libc
+//! (linked by std already) replace a crate.
 
 use std::io::{ErrorKind, Read};
 use std::os::fd::IntoRawFd;

@@ -1,12 +1,17 @@
 //! `petrify persist`: the watched side (Litestream's "database"; the bucket is the replica).
 //! Follows an append-only file or a Redis 7 folder, decides what to upload next with pure
 //! functions over what it observed, and ships each new byte range as one object.
-//! Single-threaded: poll, upload, sleep.
+//! One loop does the work: poll, upload, sleep. While an object streams to S3, one scoped
+//! helper thread computes the CRC-32 of the next range (the header the PUT needs before its
+//! body), so the wire is never idle waiting on a large object's CRC (`upload.rs` says why).
 //!
 //! Submodules: `file` and `aofdir` (the two followers, each with its pure `decide`),
 //! `generation` (the lifecycle they share: numbering, resuming, starting and finishing a
-//! generation), `shipped` (an open file's progress into a generation), `verify` (proof that
-//! uploaded bytes are still the file's), `upload` (ranges into objects), `clock` (point times).
+//! generation), `shipped` (an open file's progress into a generation), `proof` (proof that
+//! uploaded bytes are still the file's), `upload` (ranges into objects), `held` (the objects a
+//! chain holds, the keys merges replaced), `compaction` (merging, with `compaction/body.rs`),
+//! `source` (reading the followed file), `clock` (point times), `report` (metrics and the
+//! log), `notify` (systemd's notify protocol).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,15 +25,16 @@ use crate::{lease, signal, timestamp};
 
 pub mod aofdir;
 pub mod clock;
+pub mod compaction;
 pub mod file;
 pub mod generation;
 pub mod held;
-pub mod merge;
+mod notify;
+pub mod proof;
 mod report;
 pub mod shipped;
 mod source;
 pub mod upload;
-pub mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -171,7 +177,7 @@ fn follow(
 ) -> Result<()> {
     // Whether PATH is a file or a Redis folder is only known once it exists.
     let mut said_waiting = false;
-    let mut notify = crate::notify::Notifier::from_env();
+    let mut notify = notify::Notifier::from_env();
     let is_dir = loop {
         match std::fs::metadata(&args.file) {
             Ok(m) => break m.is_dir(),
@@ -284,7 +290,7 @@ fn run_loop(
     up: &mut Uploader,
     follower: &mut dyn Follower,
     mut retention: Option<&mut Retention>,
-    mut notify: Option<crate::notify::Notifier>,
+    mut notify: Option<notify::Notifier>,
     report: &mut report::Report,
 ) -> Result<()> {
     // Capped at one interval: S3 coming back is noticed within an interval, and a failing

@@ -42,10 +42,9 @@ pub fn check_points(
             Some(Some(why)) => broken.push(BrokenPoint { point: p, why }),
             None => broken.push(BrokenPoint {
                 point: p,
-                why: ChainError(format!(
-                    "generation {} has no recovery point at that time",
-                    p.generation.number
-                )),
+                why: ChainError::NoPoint {
+                    generation: p.generation.number,
+                },
             }),
         }
     }
@@ -75,7 +74,10 @@ mod tests {
         assert_eq!(broken.len(), 2);
         assert_eq!(broken[0].point.time_ms, 300);
         assert!(
-            broken[0].why.0.contains("bytes 10..20 are missing"),
+            broken[0]
+                .why
+                .to_string()
+                .contains("bytes 10..20 are missing"),
             "{:?}",
             broken[0]
         );

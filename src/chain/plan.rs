@@ -6,27 +6,71 @@ use std::fmt;
 
 use crate::layout::{Kind, ObjectKey};
 
-/// A chain that cannot be trusted; the message names the part and offset.
+/// Why a chain cannot be rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ChainError(pub String);
+pub enum ChainError {
+    /// No chain of `part` reaches its length `target`: chains reach byte `reached`, and the
+    /// nearest object beyond starts at `next`. One wording for [`plan_part`] and
+    /// [`super::walk`], which must agree.
+    Missing {
+        part: String,
+        reached: u64,
+        next: Option<u64>,
+        target: u64,
+    },
+    /// The part had no object yet at that time.
+    NothingObserved,
+    /// The generation has no point at that time.
+    NoPoint { generation: u64 },
+}
 
-impl fmt::Display for ChainError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl ChainError {
+    /// The part the error is about, when it knows it.
+    pub fn part(&self) -> Option<&str> {
+        match self {
+            ChainError::Missing { part, .. } => Some(part),
+            ChainError::NothingObserved | ChainError::NoPoint { .. } => None,
+        }
     }
 }
 
-/// Why no chain reaches a part's end: the furthest byte chains reach, and where the nearest
-/// object beyond it starts. One wording for [`plan_part`] and [`check_points`], which must
-/// agree.
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainError::Missing {
+                part,
+                reached,
+                next: Some(n),
+                ..
+            } => write!(f, "part {part}: bytes {reached}..{n} are missing"),
+            ChainError::Missing {
+                part,
+                reached,
+                next: None,
+                target,
+            } => write!(
+                f,
+                "part {part}: no object continues the chain at byte {reached} (the part \
+                 reaches byte {target})"
+            ),
+            ChainError::NothingObserved => f.write_str("no object observed by that time"),
+            ChainError::NoPoint { generation } => {
+                write!(
+                    f,
+                    "generation {generation} has no recovery point at that time"
+                )
+            }
+        }
+    }
+}
+
 pub(super) fn missing(part: &str, reached: u64, next: Option<u64>, target: u64) -> ChainError {
-    ChainError(match next {
-        Some(n) => format!("part {part}: bytes {reached}..{n} are missing"),
-        None => format!(
-            "part {part}: no object continues the chain at byte {reached} (the part reaches \
-             byte {target})"
-        ),
-    })
+    ChainError::Missing {
+        part: part.to_string(),
+        reached,
+        next,
+        target,
+    }
 }
 
 /// What rebuilds one part as of a time: where its chains start (the end of the newest snapshot
@@ -80,7 +124,7 @@ pub fn plan_part(objects: &[ObjectKey], time_ms: u64) -> Result<Vec<ObjectKey>, 
         .find(|o| o.time_ms <= time_ms)
         .map(|o| &o.part)
     else {
-        return Err(ChainError("no object observed by that time".into()));
+        return Err(ChainError::NothingObserved);
     };
     let u = usable(objects, time_ms);
     // Downloads to reach each offset, and the object that reached it.

@@ -230,7 +230,7 @@ fn listed_points_rebuild_exactly_and_every_rebuildable_point_is_listed() {
             let plan = crate::chain::plan_part(objs, p.time_ms)
                 .unwrap_or_else(|e| panic!("case {case}: listed {p:?} does not plan: {e}"));
             let mut bytes = Vec::new();
-            for read in crate::chain::reads(&plan) {
+            for read in crate::chain::downloads(&plan) {
                 let (a, z) = read.in_object(read.start, read.end);
                 let body = &objects[&read.object.key(ROOT)][a as usize..z as usize];
                 assert_eq!(crc32fast::hash(body), read.crc, "case {case}: a read's CRC");
@@ -252,7 +252,7 @@ fn listed_points_rebuild_exactly_and_every_rebuildable_point_is_listed() {
                     let objs = &view.generations[0].parts[FILE_PART];
                     let plan = crate::chain::plan_part(objs, mine.time_ms).unwrap();
                     let mut got = Vec::new();
-                    for read in crate::chain::reads(&plan) {
+                    for read in crate::chain::downloads(&plan) {
                         let (a, z) = read.in_object(read.start, read.end);
                         got.extend_from_slice(
                             &objects[&read.object.key(ROOT)][a as usize..z as usize],

@@ -5,7 +5,7 @@
 use std::fs::{self, File};
 
 use crate::chain::{self, Generation, RecoveryPoint};
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Exit};
 use crate::manifest::{live_files, parse_manifest, read_small};
 use crate::s3::ObjectStore;
 
@@ -21,7 +21,7 @@ pub fn recover_dir(
     point: &RecoveryPoint,
     target: &Target,
     fetching: (usize, &super::progress::Progress),
-) -> Result<()> {
+) -> super::Fetched<()> {
     if target.path.exists() && !target.is_dir {
         return Err(Error::new(
             Exit::CantCreate,
@@ -29,7 +29,8 @@ pub fn recover_dir(
                 "{} is a file, but this recovery point is a Redis folder: give a folder path",
                 target.path.display()
             ),
-        ));
+        )
+        .into());
     }
     let manifest_name = chain::manifest_part(g).ok_or_else(|| {
         Error::new(
@@ -40,7 +41,7 @@ pub fn recover_dir(
     let tmp = TempPath::new(&target.path, true)?;
     fs::create_dir(&tmp.path).map_err(|e| Error::io("cannot create", &tmp.path, &e))?;
 
-    let fetch_part = |name: &str| -> Result<usize> {
+    let fetch_part = |name: &str| -> super::Fetched<usize> {
         let path = tmp.path.join(name);
         restore_part(store, root, g, (name, point.time_ms), &path, fetching).map(|r| r.objects)
     };

@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::chain::Read as Download;
-use crate::error::{Error, Exit, Result};
+use crate::chain::Download;
+use crate::error::{Error, Exit};
 use crate::layout::{Kind, ObjectKey};
 use crate::s3::{Backoff, ObjectStore, S3Error};
 
@@ -194,7 +194,9 @@ pub fn fetch_chain(
                             ready.insert(j, r?);
                         }
                         Err(_) => {
-                            return Err(Error::new(Exit::Software, "download workers stopped"));
+                            return Err(
+                                Error::new(Exit::Software, "download workers stopped").into()
+                            );
                         }
                     }
                 };
@@ -215,7 +217,7 @@ pub fn fetch_chain(
                             && let Some(e) =
                                 verify(o, (o.start, o.end), crc.clone().finalize(), o.crc)
                         {
-                            return Err(e);
+                            return Err(e.into());
                         }
                     }
                 }
@@ -276,7 +278,7 @@ pub fn crc_marks(
             return Err(short_answer(o, pos, o.len()));
         }
         match verify(o, (o.start, o.end), h.finalize(), o.crc) {
-            Some(e) => Err(Failure::Fatal(e)),
+            Some(e) => Err(Failure::Fatal(e.into())),
             None => Ok(out),
         }
     })
@@ -306,7 +308,8 @@ fn with_retries<T>(
                 return Err(Error::new(
                     Exit::Unavailable,
                     format!("downloading {o} failed {ATTEMPTS} times, last: {e}"),
-                ));
+                )
+                .into());
             }
             Err(Failure::Transient(e)) => {
                 log::debug!("downloading {o}: {e}; retrying");
@@ -318,10 +321,36 @@ fn with_retries<T>(
 
 enum Failure {
     Transient(String),
-    Fatal(Error),
+    Fatal(FetchError),
 }
 
 type Attempt<T> = std::result::Result<T, Failure>;
+
+/// Why a download failed, as far as the caller acts on it.
+#[derive(Debug)]
+pub enum FetchError {
+    /// An object of the plan is gone: compaction or a prune replaced it after the listing,
+    /// and listing again may find its replacement (see `recover`).
+    Gone(Error),
+    /// Anything else: final.
+    Failed(Error),
+}
+
+impl From<Error> for FetchError {
+    fn from(e: Error) -> FetchError {
+        FetchError::Failed(e)
+    }
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Error {
+        match e {
+            FetchError::Gone(e) | FetchError::Failed(e) => e,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, FetchError>;
 
 fn get(store: &dyn ObjectStore, root: &str, o: &ObjectKey) -> Attempt<crate::s3::ObjectBody> {
     // A merged object ends with its index: its bytes are a range of it.
@@ -348,18 +377,15 @@ fn short_answer(o: &dyn std::fmt::Display, got: u64, asked: u64) -> Failure {
 }
 
 /// A failed request for bytes `start..end` held by `o`: worth another attempt, or final. A
-/// missing object is [`Error::gone`]: compaction may have replaced it since the listing.
+/// missing object is [`FetchError::Gone`]: compaction may have replaced it since the listing.
 fn classify(o: &dyn std::fmt::Display, start: u64, end: u64, e: S3Error) -> Failure {
     match e {
         e if e.is_transient() => Failure::Transient(e.to_string()),
-        e @ S3Error::Status { status: 404, .. } => Failure::Fatal(
-            Error::new(
-                Exit::Data,
-                format!("object {o} (bytes {start}..{end}) is missing from the bucket: {e}"),
-            )
-            .gone(),
-        ),
-        e => Failure::Fatal(Error::s3(&format!("downloading {o}"), &e)),
+        e @ S3Error::Status { status: 404, .. } => Failure::Fatal(FetchError::Gone(Error::new(
+            Exit::Data,
+            format!("object {o} (bytes {start}..{end}) is missing from the bucket: {e}"),
+        ))),
+        e => Failure::Fatal(Error::s3(&format!("downloading {o}"), &e).into()),
     }
 }
 
@@ -414,7 +440,7 @@ fn fetch_small(store: &dyn ObjectStore, root: &str, o: &Download) -> Result<Vec<
             return Err(short_answer(o, buf.len() as u64, o.len()));
         }
         match verify(o, (o.start, o.end), crc32fast::hash(&buf), o.crc) {
-            Some(e) => Err(Failure::Fatal(e)),
+            Some(e) => Err(Failure::Fatal(e.into())),
             None => Ok(buf),
         }
     })
@@ -446,7 +472,7 @@ fn fetch_range(
                 Err(e) => return Err(Failure::Transient(format!("reading the body: {e}"))),
             };
             if let Err(e) = out.write_all_at(&buf[..n], pos) {
-                return Err(Failure::Fatal(write_error(o, &e)));
+                return Err(Failure::Fatal(write_error(o, &e).into()));
             }
             h.update(&buf[..n]);
             pos += n as u64;

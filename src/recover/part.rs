@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 
 use crate::chain::{self, Generation};
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Exit};
 use crate::s3::ObjectStore;
 
 use super::fetch;
@@ -26,13 +26,12 @@ pub fn restore_part(
     (part, time_ms): (&str, u64),
     path: &Path,
     fetching: (usize, &super::progress::Progress),
-) -> Result<Restored> {
+) -> super::Fetched<Restored> {
     let objects = g.parts.get(part).map(Vec::as_slice).unwrap_or(&[]);
     let plan = chain::plan_part(objects, time_ms).map_err(|e| {
-        let e = e.0;
-        let e = match e.starts_with("part ") {
-            true => e,
-            false => format!("part {part}: {e}"),
+        let e = match e.part() {
+            Some(_) => e.to_string(),
+            None => format!("part {part}: {e}"),
         };
         Error::new(
             Exit::Data,
@@ -48,7 +47,7 @@ pub fn restore_part(
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io("cannot create", path, &e))?;
-    let reads = chain::reads(&plan);
+    let reads = chain::downloads(&plan);
     fetch::fetch_chain(store, root, &reads, &file, fetching)?;
     file.sync_all()
         .map_err(|e| Error::io("cannot write", path, &e))?;

@@ -32,7 +32,7 @@ pub struct Held {
     /// Its points, when few enough to keep; `None`: read from its index when needed.
     pub entries: Option<Vec<Entry>>,
     /// A piece whose point has not closed (the look that uploaded it was cut short): a merge
-    /// folds its bytes into the next point instead of giving it a line (see `merge/body.rs`).
+    /// folds its bytes into the next point instead of giving it a line (see `compaction/body.rs`).
     /// A piece of a look that closed, whichever part its closing object was in, keeps its
     /// own line: its time is a point.
     pub open: bool,
@@ -70,7 +70,7 @@ impl Held {
 pub fn held_from_chain(chain: &[ObjectKey], closed: impl Fn(u64) -> bool) -> Vec<Held> {
     crate::chain::runs(chain)
         .into_iter()
-        .zip(crate::chain::reads(chain))
+        .zip(crate::chain::downloads(chain))
         .map(|(run, read)| {
             let points = &chain[run];
             let entries = match read.object.kind {

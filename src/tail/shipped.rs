@@ -11,11 +11,11 @@ use crate::chain::GenId;
 use crate::compaction;
 use crate::error::{Error, Exit, Result};
 
+use super::compaction::Merge;
 use super::held::Held;
-use super::merge::Merge;
+use super::proof::{self, Witness};
 use super::source::{crc_prefix, mtime_ms};
 use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
-use super::verify::{self, Witness};
 
 /// (device, inode): what a path refers to, so that a file renamed over it is noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl Shipped {
 
     /// Whether the bytes uploaded are still the file's (see [`verify`]). `Ok(Err(_))` says what
     /// differs.
-    pub fn verify(&mut self) -> io::Result<std::result::Result<(), verify::Mismatch>> {
+    pub fn verify(&mut self) -> io::Result<std::result::Result<(), proof::Mismatch>> {
         if !self.in_bucket {
             return Ok(Ok(()));
         }

@@ -24,7 +24,7 @@ use crate::layout::Mode;
 use crate::s3::ObjectStore;
 use crate::s3::mem::MemStore;
 
-mod merge;
+mod compaction;
 
 const ROOT: &str = "t/petrify-v1/";
 
@@ -85,7 +85,7 @@ fn newest(store: &MemStore) -> (u64, BTreeMap<String, Vec<u8>>) {
 /// The bytes a planned chain rebuilds, from the stored objects.
 fn rebuild(objects: &BTreeMap<String, Vec<u8>>, plan: &[crate::layout::ObjectKey]) -> Vec<u8> {
     let mut bytes = Vec::new();
-    for r in chain::reads(plan) {
+    for r in chain::downloads(plan) {
         let (a, b) = r.in_object(r.start, r.end);
         bytes.extend_from_slice(&objects[&r.object.key(ROOT)][a as usize..b as usize]);
     }

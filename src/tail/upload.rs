@@ -13,8 +13,8 @@ use crate::compaction::Spans;
 
 use super::clock::Clock;
 use super::held::{Doomed, Held};
+use super::proof::{Capture, Witness};
 use super::source::{RangeReader, crc_range, hash_range, read_exact_at};
-use super::verify::{Capture, Witness};
 
 /// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
 /// read twice (CRC, then upload), so memory stays flat whatever the range.

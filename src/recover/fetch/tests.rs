@@ -61,7 +61,7 @@ fn large_objects_come_in_ranges_and_every_byte_is_proven() {
         object(&store, &bytes, (100, small), 2),
         object(&store, &bytes, (small, bytes.len()), 3),
     ];
-    let chain = crate::chain::reads(&chain);
+    let chain = crate::chain::downloads(&chain);
     let p = pieces(&chain);
     // One small, four ranges of the large object (the last one shorter), one small.
     assert_eq!(p.len(), 6);
@@ -84,6 +84,9 @@ fn large_objects_come_in_ranges_and_every_byte_is_proven() {
         .unwrap();
     let (path, out) = temp_file("bad");
     let e = fetch_chain(&store, ROOT, &chain, &out, (8, &Progress::none())).unwrap_err();
+    let FetchError::Failed(e) = e else {
+        panic!("{e:?}")
+    };
     assert_eq!(e.exit, Exit::Data);
     assert!(e.message.contains("is corrupt"), "{}", e.message);
     std::fs::remove_file(&path).unwrap();
@@ -115,7 +118,7 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
         .unwrap();
     let points = Line::new(&m, &entries).pieces();
     for (upto, want) in [(1, &bytes[..1000]), (2, &bytes[..])] {
-        let reads = crate::chain::reads(&points[..upto]);
+        let reads = crate::chain::downloads(&points[..upto]);
         assert_eq!(reads.len(), 1);
         let (path, out) = temp_file(&format!("merged{upto}"));
         fetch_chain(&store, ROOT, &reads, &out, (4, &Progress::none())).unwrap();
@@ -131,12 +134,12 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
     let e = fetch_chain(
         &store,
         ROOT,
-        &crate::chain::reads(&points),
+        &crate::chain::downloads(&points),
         &out,
         (4, &Progress::none()),
     )
     .unwrap_err();
-    assert!(e.gone, "{}", e.message);
+    assert!(matches!(e, FetchError::Gone(_)), "{e:?}");
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -146,7 +149,7 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
 fn an_empty_answer_is_retried_as_a_store_fault() {
     let bytes = data(2 * RANGE as usize + 500);
     let store = MemStore::new();
-    let chain = crate::chain::reads(&[
+    let chain = crate::chain::downloads(&[
         object(&store, &bytes, (0, 300), 1),
         object(&store, &bytes, (300, bytes.len()), 2),
     ]);
@@ -159,7 +162,8 @@ fn an_empty_answer_is_retried_as_a_store_fault() {
     store
         .empty_answers
         .store(1000, std::sync::atomic::Ordering::SeqCst);
-    let e = fetch_chain(&store, ROOT, &chain, &out, (4, &Progress::none())).unwrap_err();
+    let e =
+        Error::from(fetch_chain(&store, ROOT, &chain, &out, (4, &Progress::none())).unwrap_err());
     assert_eq!(e.exit, Exit::Unavailable, "{}", e.message);
     assert!(e.message.contains("answered with 0 bytes"), "{}", e.message);
     std::fs::remove_file(&path).unwrap();

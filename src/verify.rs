@@ -16,7 +16,7 @@ use crate::layout::{Kind, ObjectKey};
 use crate::s3::ObjectStore;
 use crate::timestamp::{rfc3339_ms, unix};
 
-use super::{choose_point, fetch};
+use crate::recover::{choose_point, fetch};
 
 mod same_range;
 
@@ -291,7 +291,8 @@ fn deep(
                         *n - 1
                     };
                     let Some(o) = objects.get(i) else { return };
-                    let r = fetch::crc_marks(store, root, o, &marks[i]).map_err(|e| e.message);
+                    let r = fetch::crc_marks(store, root, o, &marks[i])
+                        .map_err(|e| Error::from(e).message);
                     if let Ok(mut f) = found.lock() {
                         f.push((i, r));
                     }

@@ -75,7 +75,7 @@ fn check_points(store: &MemStore, dir: &Scratch, lens: &BTreeMap<u64, u64>, ever
             continue;
         }
         let plan = chain::plan_part(objs, p.time_ms).unwrap();
-        most = most.max(chain::reads(&plan).len());
+        most = most.max(chain::downloads(&plan).len());
         assert_eq!(
             rebuild(&objects, &plan),
             &data[..p.bytes as usize],

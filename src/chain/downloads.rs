@@ -9,7 +9,7 @@ use crate::layout::{Kind, ObjectKey};
 
 /// One download: bytes `[start, end)` of a part, stored from byte `at` of `object`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Read {
+pub struct Download {
     /// The object in the bucket (a delta, a snapshot, or a merged object).
     pub object: ObjectKey,
     pub start: u64,
@@ -20,7 +20,7 @@ pub struct Read {
     pub crc: u32,
 }
 
-impl Read {
+impl Download {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
@@ -37,7 +37,7 @@ impl Read {
     }
 }
 
-impl fmt::Display for Read {
+impl fmt::Display for Download {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.whole() {
             true => write!(f, "{}", self.object),
@@ -66,14 +66,14 @@ pub fn runs(chain: &[ObjectKey]) -> Vec<Range<usize>> {
 
 /// The downloads for `chain` (from `plan_part`), in order: the consecutive points of one
 /// merged object are one read, their CRCs combined.
-pub fn reads(chain: &[ObjectKey]) -> Vec<Read> {
+pub fn downloads(chain: &[ObjectKey]) -> Vec<Download> {
     runs(chain)
         .into_iter()
         .map(|run| {
             let points = &chain[run];
             let (first, last) = (&points[0], &points[points.len() - 1]);
             let holder = first.holder();
-            Read {
+            Download {
                 object: holder.clone(),
                 start: first.start,
                 end: last.end,
@@ -112,7 +112,7 @@ mod tests {
 
         // The newest point: three reads, the middle one all of the merged bytes.
         let chain = vec![first.clone(), inside[0].clone(), inside[1].clone(), last];
-        let r = reads(&chain);
+        let r = downloads(&chain);
         assert_eq!(r.len(), 3);
         assert!(r[0].whole() && r[2].whole());
         assert!(!r[1].whole(), "a merged object carries its index: ranged");
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(r[1].in_object(4, 16), (0, 12));
 
         // A point inside it: the prefix only, its CRC from the index.
-        let r = reads(&[first, inside[0].clone()]);
+        let r = downloads(&[first, inside[0].clone()]);
         assert_eq!((r[1].start, r[1].end), (4, 9));
         assert_eq!(r[1].crc, crc32fast::hash(&data[4..9]));
         assert_eq!(r[1].object.key(""), m.key(""));

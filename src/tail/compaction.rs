@@ -20,9 +20,9 @@ mod body;
 use body::IndexBody;
 
 use super::held::{Held, KEEP_ENTRIES};
+use super::proof::{Capture, Witness};
 use super::source::{RangeReader, crc_range, read_exact_at};
 use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
-use super::verify::{Capture, Witness};
 
 /// What one merge needs: the part's objects `inputs` and the new bytes `[start, end)` of
 /// `file`, observed at `time_ms`.
