@@ -88,7 +88,7 @@ fn init_logging(journal: bool) {
             writeln!(
                 buf,
                 "[{} {}] {}",
-                buf.timestamp_millis(),
+                timestamp::rfc3339_ms(timestamp::now_ms()),
                 record.level(),
                 record.args()
             )

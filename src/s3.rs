@@ -212,8 +212,7 @@ impl Store {
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("petrify/", env!("CARGO_PKG_VERSION")))
             // ureq keeps 3 idle connections per host: recover's parallel workers would then
-            // open a new connection for most requests (measured: 10,000 small deltas, 9.5 s
-            // with the default, see bench/RESULTS.md for the figure with this).
+            // open a new connection for most requests (bench/NOTEBOOK.md, "Tuning recover").
             .max_idle_connections(MAX_CONNECTIONS)
             .max_idle_connections_per_host(MAX_CONNECTIONS)
             .build();

@@ -12,8 +12,8 @@ use super::{Args, CommandName};
 /// `--interval` when not given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `--parallel` when not given: requests wait on latency, not bandwidth (bench/RESULTS.md has
-/// the measurements behind the number); memory stays bounded whatever it is.
+/// `--parallel` when not given: requests wait on latency, not bandwidth (bench/NOTEBOOK.md,
+/// "Tuning recover"); memory stays bounded whatever it is.
 pub const DEFAULT_PARALLEL: usize = 64;
 
 /// One long option.

@@ -6,9 +6,8 @@
 //! its offset in the output while its CRC-32 is computed; the pieces' CRCs are combined in
 //! order and the object is proven against its key before the chain goes on.
 //!
-//! Why parallel: a chain of thousands of one-second deltas costs one round trip per object (on
-//! real S3 10-50 ms each, on local test servers without TCP_NODELAY about 40 ms), and one
-//! stream from a real S3 region carries 50-100 MiB/s, where a large Redis base wants more.
+//! Why parallel: a chain of thousands of one-second deltas costs one round trip per object, and
+//! one stream from a real S3 region carries less than a large Redis base wants.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,8 +23,8 @@ use crate::layout::{Kind, ObjectKey};
 use crate::s3::{Backoff, ObjectStore, S3Error};
 
 /// Pieces fetched ahead of the one being written, at most. A window as small as the number of
-/// workers stalls them all behind the one slow request at its head: on 10,000 deltas (bench/run)
-/// a 64-piece window took 9.3 s, a 1,024-piece one 4.0 s.
+/// workers stalls them all behind the one slow request at its head (bench/NOTEBOOK.md, "Tuning
+/// recover").
 const AHEAD: usize = 4096;
 /// Bytes of small objects fetched (or being fetched) ahead of the one being written, at most:
 /// what bounds recover's memory, with a 256 KiB buffer per worker streaming a range.
@@ -35,9 +34,8 @@ const SMALL: u64 = 512 << 10;
 /// Larger objects are fetched in pieces of this size (the last one shorter).
 pub const RANGE: u64 = 8 << 20;
 /// Ranged pieces of large objects in flight at once, whatever `--parallel`: each streams at a
-/// connection's full rate, so a few fill the link and more only cost CPU. Under a 50 MiB/s
-/// per-connection cap on 2 CPUs, 64 streams recovered 1 GiB in 5.0 s, 32 in 4.1 s
-/// (bench/RESULTS.md); small objects, which wait on latency, keep every worker.
+/// connection's full rate, so a few fill the link and more only cost CPU (bench/NOTEBOOK.md,
+/// "Tuning recover"); small objects, which wait on latency, keep every worker.
 const RANGED_AT_ONCE: usize = 16;
 /// Attempts per piece before a transient failure is final.
 const ATTEMPTS: u32 = 6;
