@@ -1,8 +1,7 @@
 //! Recovery-point times: parsing what operators type into `--at-timestamp`, and printing times the
 //! way `list` shows them. Times are Unix milliseconds throughout.
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+mod civil;
 
 /// 9999-12-31T23:59:59Z: the last second RFC 3339 can write.
 const LAST_SECOND: u64 = 253_402_300_799;
@@ -37,9 +36,52 @@ pub fn parse(s: &str) -> Result<u64, BadTime> {
         }
         return secs.checked_mul(1000).map(|v| v + ms).ok_or_else(bad);
     }
-    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| bad())?;
-    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    let ms = parse_rfc3339(s).ok_or_else(bad)?;
     u64::try_from(ms).map_err(|_| BadTime::BeforeEpoch)
+}
+
+/// RFC 3339's date-time (`2026-11-25T21:04:05.5+01:00`: `T` and `Z` in either case, any
+/// fraction, a `Z` or a numeric offset) in Unix milliseconds, fractions rounded down. A leap
+/// second (`:60`) is refused: no clock petrify reads writes one.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let d = b.get(r)?;
+        d.iter().all(u8::is_ascii_digit).then_some(())?;
+        std::str::from_utf8(d).ok()?.parse().ok()
+    };
+    let sep = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let secs = civil::seconds(i64::from(year), month, day, h, m, sec)?;
+    let mut i = 19;
+    let mut ms = 0i64;
+    if sep(i, b".") {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for (k, d) in b[i + 1..i + 1 + digits].iter().take(3).enumerate() {
+            ms += i64::from(d - b'0') * 10i64.pow(2 - k as u32);
+        }
+        i += 1 + digits;
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = i64::from(oh * 3600 + om * 60);
+            if *sign == b'-' { -o } else { o }
+        }
+        _ => return None,
+    };
+    Some((secs - offset) * 1000 + ms)
 }
 
 /// An HTTP date (RFC 9110 IMF-fixdate, `Sat, 28 Nov 2026 08:29:35 GMT`) in Unix seconds.
@@ -59,35 +101,30 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let month = MONTHS.iter().position(|m| *m == month)? as u8 + 1;
-    let date = time::Date::from_calendar_date(
-        year.parse().ok()?,
-        time::Month::try_from(month).ok()?,
-        day.parse().ok()?,
-    )
-    .ok()?;
-    let mut t = hms.split(':').map(|x| x.parse::<u8>().ok());
+    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
+    let mut t = hms.split(':').map(|x| x.parse::<u32>().ok());
     let (h, m, sec) = (t.next()??, t.next()??, t.next()??);
-    let time = time::Time::from_hms(h, m, sec).ok()?;
-    Some(date.with_time(time).assume_utc().unix_timestamp())
+    if t.next().is_some() {
+        return None;
+    }
+    civil::seconds(year.parse().ok()?, month, day.parse().ok()?, h, m, sec)
 }
 
 /// `2026-11-25T21:04:05.123Z`
 pub fn rfc3339_ms(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    match OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            ms % 1000
-        ),
-        Err(_) => format!("@{}", unix(ms)),
+    let secs = ms / 1000;
+    if secs > LAST_SECOND {
+        return format!("@{}", unix(ms));
     }
+    let (year, month, day) = civil::civil_from_days((secs / 86_400) as i64);
+    let of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        ms % 1000
+    )
 }
 
 /// [`rfc3339_ms`] for a stream of times that share their minute (a list of a month of
@@ -157,6 +194,32 @@ mod tests {
             let mut out = Vec::new();
             s.write(&mut out, ms).unwrap();
             assert_eq!(String::from_utf8(out).unwrap(), rfc3339_ms(ms), "{ms}");
+        }
+    }
+
+    /// What `time` prints, in any offset and with any fraction, reads back as the same moment,
+    /// and what petrify prints is what `time` prints.
+    #[test]
+    fn agrees_with_the_time_crate() {
+        use time::format_description::well_known::Rfc3339;
+        let mut next = crate::chain::tests::random(0x1234_5678_9abc_def1);
+        for _ in 0..20_000 {
+            let ms = next(LAST_SECOND * 1000 + 1000);
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .unwrap();
+            let theirs = format!("{}.{:03}Z", &t.format(&Rfc3339).unwrap()[..19], ms % 1000);
+            assert_eq!(rfc3339_ms(ms), theirs, "{ms}");
+            let offset =
+                time::UtcOffset::from_whole_seconds(next(2 * 86_340) as i32 - 86_340).unwrap();
+            let offset =
+                time::UtcOffset::from_hms(offset.whole_hours(), offset.minutes_past_hour(), 0)
+                    .unwrap();
+            let shifted = t.to_offset(offset);
+            if shifted.year() < 0 || shifted.year() > 9999 {
+                continue;
+            }
+            let written = shifted.format(&Rfc3339).unwrap();
+            assert_eq!(parse(&written), Ok(ms), "{written}");
         }
     }
 
