@@ -14,15 +14,11 @@ use crate::prune::PruneRequest;
 use crate::recover::RecoverRequest;
 use crate::s3::{ConfigError, StoreConfig};
 use crate::status::StatusRequest;
-use crate::tail::PersistRequest;
+use crate::tail::{PersistRequest, upload};
 use crate::timestamp::{self, BadTime};
 use crate::verify::VerifyRequest;
 
 mod credentials;
-
-/// Default largest object: well under S3's 5 GiB PutObject limit, and small enough that a
-/// failed upload costs little to redo.
-pub const DEFAULT_MAX_OBJECT: u64 = 1 << 30;
 
 /// A command, ready to run, and the store it runs against.
 #[derive(Debug)]
@@ -301,11 +297,11 @@ fn parse_time(name: &str, s: &str) -> Result<u64> {
     })
 }
 
-/// `PETRIFY_MAX_OBJECT_BYTES`: the largest object persist uploads (default 1 GiB, at least
+/// `PETRIFY_MAX_OBJECT_BYTES`: the largest object persist uploads (default [`upload::DEFAULT_MAX_OBJECT`], at least
 /// 1 MiB, at most 5 GiB: S3's limit for one PUT).
 fn max_object(env: impl Fn(&str) -> Option<String>) -> Result<u64> {
     let Some(v) = env("PETRIFY_MAX_OBJECT_BYTES").filter(|v| !v.is_empty()) else {
-        return Ok(DEFAULT_MAX_OBJECT);
+        return Ok(upload::DEFAULT_MAX_OBJECT);
     };
     match v.trim().parse::<u64>() {
         Ok(n) if ((1 << 20)..=(5 << 30)).contains(&n) => Ok(n),

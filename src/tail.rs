@@ -8,7 +8,8 @@
 //! Submodules: `file` and `aofdir` (the two followers, each with its pure `decide`),
 //! `generation` (the lifecycle they share: numbering, resuming, starting and finishing a
 //! generation), `shipped` (an open file's progress into a generation), `proof` (proof that
-//! uploaded bytes are still the file's), `upload` (ranges into objects), `held` (the objects a
+//! uploaded bytes are still the file's), `session` (what a run carries from look to look),
+//! `upload` (ranges into objects, under the writer lease), `held` (the objects a
 //! chain holds, the keys merges replaced), `compaction` (merging, with `compaction/body.rs`),
 //! `source` (reading the followed file), `clock` (point times), `report` (metrics and the
 //! log), `notify` (systemd's notify protocol).
@@ -32,6 +33,7 @@ pub mod held;
 mod notify;
 pub mod proof;
 mod report;
+pub mod session;
 pub mod shipped;
 mod source;
 pub mod upload;
@@ -40,6 +42,7 @@ pub mod upload;
 mod tests;
 
 use clock::{CLOCK_STEP_TOLERANCE_MS, Clock};
+use session::Session;
 use shipped::open_followed;
 use upload::{UploadError, Uploader};
 
@@ -95,19 +98,19 @@ impl Retention {
 
     /// Applies the retention if it is due. A failure is said at WARN and tried again next
     /// time: retention never stops the backup.
-    fn maybe_apply(&mut self, up: &mut Uploader) -> Result<()> {
-        if Instant::now() < self.next_at || self.after_objects == Some(up.objects) {
+    fn maybe_apply(&mut self, s: &mut Session) -> Result<()> {
+        if Instant::now() < self.next_at || self.after_objects == Some(s.up.objects) {
             return Ok(());
         }
         // Deleting history: only while this process is surely the writer.
-        if !up.sure_of_lease()? {
+        if !s.up.sure_of_lease()? {
             return Ok(());
         }
         let cutoff = timestamp::now_ms().saturating_sub(self.keep.as_millis() as u64);
-        if let Err(e) = crate::prune::apply(up.store, &up.root, cutoff, &self.where_) {
+        if let Err(e) = crate::prune::apply(s.up.store, &s.up.root, cutoff, &self.where_) {
             log::warn!("retention failed, tried again later: {}", e.message);
         }
-        self.after_objects = Some(up.objects);
+        self.after_objects = Some(s.up.objects);
         self.next_at = Instant::now() + self.every;
         Ok(())
     }
@@ -219,24 +222,26 @@ fn follow(
             .inspect_err(|why| log::info!("not resuming: {why}"))
             .ok()
     };
-    let mut up = Uploader {
-        store,
-        root,
+    let mut s = Session {
+        up: Uploader {
+            store,
+            root,
+            max_object: args.max_object,
+            objects: 0,
+            bytes: 0,
+            lease: Some(lease),
+        },
         // Times continue the resumed generation's; a new generation needs no more than the
         // true clock (generations are ordered by number).
         clock: Clock::after(resume.as_ref().map_or(0, |p| p.last_time_ms)),
-        max_object: args.max_object,
-        objects: 0,
-        bytes: 0,
         compaction: args.compaction.clone(),
         doomed: held::Doomed::default(),
-        lease: Some(lease),
     };
     // Objects a compaction replaced but had not deleted when persist stopped.
     if let Some(p) = resume.as_ref()
         && let Some(g) = found.generations.iter().find(|g| g.id == p.generation)
     {
-        up.doomed.add(g.hidden.iter().map(|o| o.key(&up.root)));
+        s.doomed.add(g.hidden.iter().map(|o| o.key(&s.up.root)));
     }
     let mut retention = args
         .retain
@@ -264,7 +269,7 @@ fn follow(
     };
     run_loop(
         args.interval,
-        &mut up,
+        &mut s,
         follower.as_mut(),
         retention.as_mut(),
         notify,
@@ -276,9 +281,34 @@ fn follow(
 pub trait Follower {
     /// One look at the source, uploading everything new. An `Err(S3)` leaves the state as it
     /// was before the failed upload, so the next tick retries with whatever is there then.
-    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError>;
+    fn tick(&mut self, s: &mut Session) -> std::result::Result<(), TickError>;
     /// Bytes on disk not uploaded yet.
     fn pending(&self) -> u64;
+}
+
+/// Where the polling loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The last poll succeeded (or none ran yet).
+    Following,
+    /// Polls fail since `since`: retried with capped backoff.
+    Failing { since: Instant },
+    /// A stop was asked for at `at`: what is pending goes up within [`STOP_GRACE`]. `failing`:
+    /// since when polls fail, if they do.
+    Stopping {
+        at: Instant,
+        failing: Option<Instant>,
+    },
+}
+
+impl Phase {
+    fn failing_since(self) -> Option<Instant> {
+        match self {
+            Phase::Following => None,
+            Phase::Failing { since } => Some(since),
+            Phase::Stopping { failing, .. } => failing,
+        }
+    }
 }
 
 /// The polling loop shared by every follower: tick each interval; after an S3 failure, retry
@@ -287,7 +317,7 @@ pub trait Follower {
 /// apply the retention when it is due.
 fn run_loop(
     interval: Duration,
-    up: &mut Uploader,
+    s: &mut Session,
     follower: &mut dyn Follower,
     mut retention: Option<&mut Retention>,
     mut notify: Option<notify::Notifier>,
@@ -299,23 +329,25 @@ fn run_loop(
         Duration::from_millis(50),
         interval.max(Duration::from_millis(50)),
     );
-    let mut failing_since: Option<Instant> = None;
-    let mut stop_at: Option<Instant> = None;
+    let mut phase = Phase::Following;
     // For STATUS=: when an upload last completed, and the count then.
-    let (mut last_upload_ms, mut objects_then) = (None, up.objects);
+    let (mut last_upload_ms, mut objects_then) = (None, s.up.objects);
     loop {
         let started = Instant::now();
-        if stop_at.is_none() && signal::stop_requested() {
+        if !matches!(phase, Phase::Stopping { .. }) && signal::stop_requested() {
             log::info!(
                 "stop requested ({}): uploading what is pending",
                 signal::stop_signal_name()
             );
-            stop_at = Some(started);
+            phase = Phase::Stopping {
+                at: started,
+                failing: phase.failing_since(),
+            };
             if let Some(n) = notify.as_mut() {
                 n.stopping();
             }
         }
-        let ticked = follower.tick(up);
+        let ticked = follower.tick(s);
         let read_error = matches!(ticked, Err(TickError::Read(_)));
         let failure = match ticked {
             Ok(()) => None,
@@ -329,35 +361,53 @@ fn run_loop(
             &report::Seen {
                 ok: failure.is_none(),
                 read_error,
-                objects: up.objects,
-                bytes: up.bytes,
+                objects: s.up.objects,
+                bytes: s.up.bytes,
                 pending: follower.pending(),
             },
-            up.store,
+            s.up.store,
         );
-        let next = match failure {
-            None => {
-                if let Some(since) = failing_since.take() {
+        let next = match (phase, failure) {
+            (Phase::Stopping { failing, .. }, None) => {
+                if let Some(since) = failing {
                     log::info!(
                         "S3 is reachable again after {:.1}s; caught up",
                         since.elapsed().as_secs_f64()
                     );
                 }
-                backoff.reset();
-                up.delete_replaced(stop_at.is_some())?;
-                if stop_at.is_some() {
+                s.delete_replaced(true)?;
+                log::info!(
+                    "stopped; {} object(s), {} byte(s) uploaded this run",
+                    s.up.objects,
+                    s.up.bytes
+                );
+                return Ok(());
+            }
+            (Phase::Stopping { at, .. }, Some(e)) if at.elapsed() >= STOP_GRACE => {
+                return Err(Error::new(
+                    Exit::TempFail,
+                    format!(
+                        "stopped with {} byte(s) not uploaded ({e}); they are still on disk \
+                         and will be uploaded when persist starts again",
+                        follower.pending()
+                    ),
+                ));
+            }
+            (Phase::Following | Phase::Failing { .. }, None) => {
+                if let Phase::Failing { since } = phase {
                     log::info!(
-                        "stopped; {} object(s), {} byte(s) uploaded this run",
-                        up.objects,
-                        up.bytes
+                        "S3 is reachable again after {:.1}s; caught up",
+                        since.elapsed().as_secs_f64()
                     );
-                    return Ok(());
                 }
+                phase = Phase::Following;
+                backoff.reset();
+                s.delete_replaced(false)?;
                 if let Some(r) = retention.as_deref_mut() {
-                    r.maybe_apply(up)?;
+                    r.maybe_apply(s)?;
                 }
-                if up.objects != objects_then {
-                    (last_upload_ms, objects_then) = (Some(timestamp::now_ms()), up.objects);
+                if s.up.objects != objects_then {
+                    (last_upload_ms, objects_then) = (Some(timestamp::now_ms()), s.up.objects);
                 }
                 if let Some(n) = notify.as_mut() {
                     n.healthy(&format!(
@@ -368,7 +418,15 @@ fn run_loop(
                 }
                 started + interval
             }
-            Some(e) => {
+            (_, Some(e)) => {
+                let since = phase.failing_since().unwrap_or(started);
+                phase = match phase {
+                    Phase::Stopping { at, .. } => Phase::Stopping {
+                        at,
+                        failing: Some(since),
+                    },
+                    _ => Phase::Failing { since },
+                };
                 let delay = backoff.next_delay();
                 let n = backoff.failures();
                 // The first failure, then every tenth, so a long outage does not flood the log.
@@ -378,7 +436,6 @@ fn run_loop(
                         follower.pending()
                     );
                 }
-                let since = *failing_since.get_or_insert(started);
                 if let Some(n) = notify.as_mut() {
                     n.failing(&format!(
                         "failing for {}s: {e}; {} byte(s) waiting",
@@ -386,25 +443,14 @@ fn run_loop(
                         follower.pending()
                     ));
                 }
-                if let Some(at) = stop_at
-                    && at.elapsed() >= STOP_GRACE
-                {
-                    return Err(Error::new(
-                        Exit::TempFail,
-                        format!(
-                            "stopped with {} byte(s) not uploaded ({e}); they are still on disk \
-                             and will be uploaded when persist starts again",
-                            follower.pending()
-                        ),
-                    ));
-                }
                 Instant::now() + delay
             }
         };
-        if stop_at.is_none() {
-            signal::sleep_until(next);
-        } else {
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        match phase {
+            Phase::Stopping { .. } => {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()))
+            }
+            Phase::Following | Phase::Failing { .. } => signal::sleep_until(next),
         }
     }
 }

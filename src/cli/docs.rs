@@ -177,6 +177,35 @@ pub fn man_options() -> String {
     s
 }
 
+/// The numbers the code owns that the man page's prose names, as roff strings (`.ds range 8
+/// MiB`, written `\*[range]` in the text): the prose cannot drift from the constants.
+#[cfg(test)]
+pub fn man_numbers() -> String {
+    use crate::recover::fetch;
+    use crate::tail::upload;
+    let mib = |b: u64| format!("{} MiB", b >> 20);
+    let rows = [
+        ("buffer", mib(upload::BUFFER_LIMIT)),
+        ("granule", mib(upload::GRANULE)),
+        ("pipelined", mib(upload::PIPELINED_OBJECT)),
+        (
+            "maxobject",
+            format!(
+                "{} ({} GiB)",
+                upload::DEFAULT_MAX_OBJECT,
+                upload::DEFAULT_MAX_OBJECT >> 30
+            ),
+        ),
+        ("keepentries", crate::tail::held::KEEP_ENTRIES.to_string()),
+        ("partmin", mib(crate::compaction::PART_MIN)),
+        ("range", mib(fetch::RANGE)),
+        ("ranged", fetch::RANGED_AT_ONCE.to_string()),
+        ("aheadbytes", mib(fetch::AHEAD_BYTES)),
+        ("ahead", fetch::AHEAD.to_string()),
+    ];
+    rows.iter().map(|(n, v)| format!(".ds {n} {v}\n")).collect()
+}
+
 /// The README's Usage block (inside its code fence).
 #[cfg(test)]
 pub fn readme_usage() -> String {

@@ -379,8 +379,8 @@ leave), 1 or more."#,
         uses: &[
             one(
                 &[Recover],
-                "requests in flight at once (1 to 256); objects over 8 MiB are\n\
-                 fetched in 8 MiB ranges, in parallel",
+                "requests in flight at once (1 to 256); large objects are fetched\n\
+                 in ranges, in parallel",
             ),
             one(
                 &[Verify],

@@ -29,7 +29,7 @@ fn defaults_and_environment_are_resolved_here() {
         panic!()
     };
     assert_eq!(p.interval, DEFAULT_INTERVAL);
-    assert_eq!(p.max_object, DEFAULT_MAX_OBJECT);
+    assert_eq!(p.max_object, crate::tail::upload::DEFAULT_MAX_OBJECT);
     assert_eq!((s.region.as_str(), s.bucket.as_str()), ("eu-west-3", "b"));
     assert_eq!(s.endpoint, "http://127.0.0.1:9000");
     assert_eq!(s.path_style, None);

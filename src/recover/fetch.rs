@@ -25,10 +25,10 @@ use crate::s3::{Backoff, ObjectStore, S3Error};
 /// Pieces fetched ahead of the one being written, at most. A window as small as the number of
 /// workers stalls them all behind the one slow request at its head (bench/NOTEBOOK.md, "Tuning
 /// recover").
-const AHEAD: usize = 4096;
+pub const AHEAD: usize = 4096;
 /// Bytes of small objects fetched (or being fetched) ahead of the one being written, at most:
 /// what bounds recover's memory, with a 256 KiB buffer per worker streaming a range.
-const AHEAD_BYTES: u64 = 24 << 20;
+pub const AHEAD_BYTES: u64 = 24 << 20;
 /// Objects up to this size are fetched whole into memory, ahead.
 const SMALL: u64 = 512 << 10;
 /// Larger objects are fetched in pieces of this size (the last one shorter).
@@ -36,7 +36,7 @@ pub const RANGE: u64 = 8 << 20;
 /// Ranged pieces of large objects in flight at once, whatever `--parallel`: each streams at a
 /// connection's full rate, so a few fill the link and more only cost CPU (bench/NOTEBOOK.md,
 /// "Tuning recover"); small objects, which wait on latency, keep every worker.
-const RANGED_AT_ONCE: usize = 16;
+pub const RANGED_AT_ONCE: usize = 16;
 /// Attempts per piece before a transient failure is final.
 const ATTEMPTS: u32 = 6;
 

@@ -24,8 +24,8 @@ use crate::timestamp;
 
 use super::clock::ClockCheck;
 use super::generation::{Lifecycle, Reason, ResumePlan};
+use super::session::Session;
 use super::shipped::{FileId, Shipped, open_followed};
-use super::upload::Uploader;
 use super::{Follower, TickError};
 
 mod decide;
@@ -291,38 +291,38 @@ pub fn refuse_foreign_folder(dir: &Path) -> Result<()> {
 }
 
 impl Follower for AofDirFollower {
-    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
+    fn tick(&mut self, s: &mut Session) -> std::result::Result<(), TickError> {
         // Taken before anything is read: a write Redis acknowledged before this time is in
         // what the tick uploads (see the file follower's labels).
         let seen = timestamp::now_ms();
         let Some(obs) = self.observe()? else {
             return Ok(());
         };
-        let dir_seen = self.seen(&obs, up.clock.check(seen))?;
+        let dir_seen = self.seen(&obs, s.clock.check(seen))?;
         match decide(&dir_seen) {
             DirStep::Idle => return Ok(()),
             DirStep::Wait(d) => {
                 std::thread::sleep(d);
-                return self.tick(up); // observe again, after the wait
+                return self.tick(s); // observe again, after the wait
             }
             DirStep::Reopen(reason) => {
                 // Redis never gives a name to another file: the held files are the old
                 // history. Finish it, and start again from the files the path names now.
                 log::warn!("{}: {reason}", self.dir.display());
-                self.life.finish(up, self.parts.iter_mut(), None)?;
+                self.life.finish(s, self.parts.iter_mut(), None)?;
                 self.parts.clear();
                 self.dir_id = None;
                 self.restart = Some(reason);
-                return self.tick(up);
+                return self.tick(s);
             }
             DirStep::Start(reason) => {
                 let skip = dir_seen.changed.as_ref().map(|(n, _)| n.as_str());
-                self.life.finish(up, self.parts.iter_mut(), skip)?;
+                self.life.finish(s, self.parts.iter_mut(), skip)?;
                 // Files the new manifest does not list are closed; the others start over.
                 self.parts.retain(|name, _| obs.lengths.contains_key(name));
                 let bytes = obs.lengths.values().sum();
                 self.life
-                    .start(up, seen, self.parts.values_mut(), &reason, bytes);
+                    .start(s, seen, self.parts.values_mut(), &reason, bytes);
                 self.restart = None;
                 self.base = base_of(&obs.entries);
                 self.manifest_uploaded = None;
@@ -333,7 +333,7 @@ impl Follower for AofDirFollower {
         let Some(generation) = self.life.current() else {
             return Ok(());
         };
-        let time = up.clock.at_least(seen);
+        let time = s.clock.at_least(seen);
         // One observation, one point: the manifest goes last when it is uploaded (a reader must
         // never see a manifest naming files that are not there), and whatever goes last closes
         // the point; everything before it is a piece (see `layout`), so a tick cut short
@@ -355,10 +355,10 @@ impl Follower for AofDirFollower {
                 continue;
             };
             let closes = !put_manifest && i + 1 == behind.len();
-            p.ship(up, generation, name, len, (time, closes))?;
+            p.ship(s, generation, name, len, (time, closes))?;
         }
         if let (true, Some(manifest_name)) = (put_manifest, self.manifest_name.clone()) {
-            up.put_snap(generation, &manifest_name, &obs.manifest, time)?;
+            s.up.put_snap(generation, &manifest_name, &obs.manifest, time)?;
             self.manifest_uploaded = Some(obs.manifest);
         }
         // The look's closing object landed: every file's pieces of it belong to a point.

@@ -20,8 +20,8 @@ use crate::{signal, timestamp};
 
 use super::clock::ClockCheck;
 use super::generation::{Lifecycle, Reason, ResumePlan};
+use super::session::Session;
 use super::shipped::{FileId, Shipped, open_followed};
-use super::upload::Uploader;
 use super::{Follower, TickError};
 
 /// How many intervals a replaced file must stay quiet before persist stops following it.
@@ -158,7 +158,7 @@ impl FileFollower {
 
     /// Opens the path if it exists. Continues the bucket's chain when the file still starts
     /// with exactly its bytes, otherwise starts a new generation (and says why).
-    fn open(&mut self, up: &mut Uploader) -> std::result::Result<bool, TickError> {
+    fn open(&mut self, s: &mut Session) -> std::result::Result<bool, TickError> {
         let Some((file, meta)) = open_followed(&self.path)? else {
             if !self.said_waiting {
                 log::info!("waiting for {} to appear", self.path.display());
@@ -196,7 +196,7 @@ impl FileFollower {
         let Some((file, meta)) = open_followed(&self.path)? else {
             return Ok(false);
         };
-        self.start_generation(up, Shipped::new(file, FileId::of(&meta)), &Reason::New)?;
+        self.start_generation(s, Shipped::new(file, FileId::of(&meta)), &Reason::New)?;
         Ok(true)
     }
 
@@ -214,24 +214,24 @@ impl FileFollower {
     /// Starts a new generation whose first object is the file's whole content.
     fn start_generation(
         &mut self,
-        up: &mut Uploader,
+        s: &mut Session,
         mut shipped: Shipped,
         reason: &Reason,
     ) -> std::result::Result<(), TickError> {
         let seen = timestamp::now_ms();
         let len = self.stat(&shipped.file)?.len();
-        let generation = self.life.start(up, seen, [&mut shipped], reason, len);
+        let generation = self.life.start(s, seen, [&mut shipped], reason, len);
         // Tracked first, with nothing uploaded: a failed upload is retried by the next tick as
         // the generation's first object.
         self.track(shipped, generation);
-        self.upload(up, len, Some(seen))
+        self.upload(s, len, Some(seen))
     }
 
     /// Uploads the open file up to `len`, labelled with the time it was seen at, or (`None`)
     /// as a file the path no longer names.
     fn upload(
         &mut self,
-        up: &mut Uploader,
+        s: &mut Session,
         len: u64,
         seen: Option<u64>,
     ) -> std::result::Result<(), TickError> {
@@ -244,10 +244,10 @@ impl FileFollower {
         let part = layout::FILE_PART;
         match seen {
             Some(ms) => {
-                let time = up.clock.at_least(ms);
-                t.shipped.ship(up, t.generation, part, len, (time, true))?
+                let time = s.clock.at_least(ms);
+                t.shipped.ship(s, t.generation, part, len, (time, true))?
             }
-            None => t.shipped.ship_detached(up, t.generation, part, len)?,
+            None => t.shipped.ship_detached(s, t.generation, part, len)?,
         }
         Ok(())
     }
@@ -273,8 +273,8 @@ impl FileFollower {
     }
 
     /// One look at the file, acting until nothing is left to do.
-    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
-        if self.tracked.is_none() && !self.open(up)? {
+    fn tick(&mut self, s: &mut Session) -> std::result::Result<(), TickError> {
+        if self.tracked.is_none() && !self.open(s)? {
             return Ok(());
         }
         let mut verified = false;
@@ -337,7 +337,7 @@ impl FileFollower {
                 open_id: t.shipped.id,
                 path_id: path.map(|(id, _)| id),
                 mismatch,
-                clock: up.clock.check(seen),
+                clock: s.clock.check(seen),
                 quiet: now.duration_since(since),
                 successor_grew,
             };
@@ -348,12 +348,12 @@ impl FileFollower {
                         return Ok(());
                     }
                     appended_to = Some(seen_now.open_id);
-                    self.upload(up, end, (!detached).then_some(seen))?
+                    self.upload(s, end, (!detached).then_some(seen))?
                 }
                 Step::Wait(d) => std::thread::sleep(d),
                 Step::Restart(reason) => {
                     if let Some(old) = self.tracked.take() {
-                        self.start_generation(up, old.shipped, &reason)?;
+                        self.start_generation(s, old.shipped, &reason)?;
                     }
                 }
                 Step::Replaced => {
@@ -366,7 +366,7 @@ impl FileFollower {
                         return Ok(());
                     };
                     let shipped = Shipped::new(file, FileId::of(&meta));
-                    self.start_generation(up, shipped, &Reason::Replaced)?;
+                    self.start_generation(s, shipped, &Reason::Replaced)?;
                 }
             }
         }
@@ -374,8 +374,8 @@ impl FileFollower {
 }
 
 impl Follower for FileFollower {
-    fn tick(&mut self, up: &mut Uploader) -> std::result::Result<(), TickError> {
-        FileFollower::tick(self, up)
+    fn tick(&mut self, s: &mut Session) -> std::result::Result<(), TickError> {
+        FileFollower::tick(self, s)
     }
 
     fn pending(&self) -> u64 {

@@ -13,9 +13,10 @@ use crate::error::Result;
 use crate::layout::{self, Mode};
 
 use super::held::{Held, held_from_chain};
+use super::session::Session;
 use super::shipped::{FileId, Shipped};
 use super::source::mtime_ms;
-use super::upload::{UploadError, Uploader};
+use super::upload::UploadError;
 
 /// Why a generation ends and the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,15 +189,15 @@ impl Lifecycle {
     /// WARN when it is [`Reason::surprising`].
     pub fn start<'a>(
         &mut self,
-        up: &mut Uploader,
+        s: &mut Session,
         seen_ms: u64,
         held: impl IntoIterator<Item = &'a mut Shipped>,
         reason: &Reason,
         bytes: u64,
     ) -> GenId {
-        up.clock.start_generation(seen_ms);
+        s.clock.start_generation(seen_ms);
         // A generation of one's own is where two writers would part ways: make sure first.
-        if let Some(l) = up.lease.as_mut() {
+        if let Some(l) = s.up.lease.as_mut() {
             l.check_next();
         }
         let id = GenId {
@@ -227,7 +228,7 @@ impl Lifecycle {
     /// uploaded: nothing more of it belongs to this generation).
     pub fn finish<'a>(
         &self,
-        up: &mut Uploader,
+        s: &mut Session,
         held: impl IntoIterator<Item = (&'a String, &'a mut Shipped)>,
         skip: Option<&str>,
     ) -> std::result::Result<(), UploadError> {
@@ -235,18 +236,18 @@ impl Lifecycle {
             return Ok(());
         };
         let mut tails = Vec::new();
-        for (name, s) in held {
-            if !s.in_bucket() || skip == Some(name.as_str()) {
+        for (name, shipped) in held {
+            if !shipped.in_bucket() || skip == Some(name.as_str()) {
                 continue;
             }
-            let len = s.file.metadata().map_err(UploadError::Read)?.len();
-            if len > s.uploaded() {
-                tails.push((mtime_ms(&s.file), name, s, len));
+            let len = shipped.file.metadata().map_err(UploadError::Read)?.len();
+            if len > shipped.uploaded() {
+                tails.push((mtime_ms(&shipped.file), name, shipped, len));
             }
         }
         tails.sort_by_key(|(mtime, name, _, _)| (*mtime, name.as_str()));
-        for (_, name, s, len) in tails {
-            s.ship_detached(up, generation, name, len)?;
+        for (_, name, shipped, len) in tails {
+            shipped.ship_detached(s, generation, name, len)?;
         }
         Ok(())
     }

@@ -14,8 +14,9 @@ use crate::error::{Error, Exit, Result};
 use super::compaction::Merge;
 use super::held::Held;
 use super::proof::{self, Witness};
+use super::session::Session;
 use super::source::{crc_prefix, mtime_ms};
-use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
+use super::upload::{BUFFER_LIMIT, UploadError};
 
 /// (device, inode): what a path refers to, so that a file renamed over it is noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,15 +125,15 @@ impl Shipped {
     /// [`Uploader::put_deltas`]); only such an upload merges, since a merged object is a point.
     pub fn ship(
         &mut self,
-        up: &mut Uploader,
+        s: &mut Session,
         generation: GenId,
         part: &str,
         len: u64,
         (time_ms, closes): (u64, bool),
     ) -> std::result::Result<(), UploadError> {
-        up.check_lease()?;
+        s.up.check_lease()?;
         let start = self.uploaded();
-        let merging = closes.then(|| self.merge_from(up, (start, len), time_ms));
+        let merging = closes.then(|| self.merge_from(s, (start, len), time_ms));
         if let Some(from) = merging.flatten() {
             let m = Merge {
                 generation,
@@ -142,14 +143,14 @@ impl Shipped {
                 new: (start, len),
                 time_ms,
             };
-            match up.put_merged(&m, &mut self.witness) {
+            match s.up.put_merged(&m, &mut self.witness) {
                 Ok(merged) => {
                     let replaced = self.held.split_off(from);
-                    up.doomed.add(
+                    s.doomed.add(
                         replaced
                             .iter()
                             .filter(|h| h.whole())
-                            .map(|h| h.object.key(&up.root)),
+                            .map(|h| h.object.key(&s.up.root)),
                     );
                     self.held.push(merged);
                     return Ok(());
@@ -176,7 +177,7 @@ impl Shipped {
                 }
             }
         }
-        let r = up.put_deltas(
+        let r = s.up.put_deltas(
             generation,
             part,
             &self.file,
@@ -209,13 +210,13 @@ impl Shipped {
     /// must not claim writes that went elsewhere.
     pub fn ship_detached(
         &mut self,
-        up: &mut Uploader,
+        s: &mut Session,
         generation: GenId,
         part: &str,
         len: u64,
     ) -> std::result::Result<(), UploadError> {
-        let time = up.clock.at_least(mtime_ms(&self.file));
-        self.ship(up, generation, part, len, (time, true))
+        let time = s.clock.at_least(mtime_ms(&self.file));
+        self.ship(s, generation, part, len, (time, true))
     }
 
     /// Starts over in a new generation: the bucket holds nothing of it there.
@@ -228,8 +229,8 @@ impl Shipped {
     /// Where the upload of `[start, end)` at `time_ms` merges from, if it does (see
     /// [`compaction::merge_from`]): only after a plain start, for a range small enough to
     /// read at once, at a time after the newest held point.
-    fn merge_from(&self, up: &Uploader, (start, end): (u64, u64), time_ms: u64) -> Option<usize> {
-        let spans = up.compaction.as_ref()?;
+    fn merge_from(&self, s: &Session, (start, end): (u64, u64), time_ms: u64) -> Option<usize> {
+        let spans = s.compaction.as_ref()?;
         let last = self.held.last()?;
         if !self.in_bucket
             || last.end != start

@@ -16,6 +16,7 @@ use super::aofdir::AofDirFollower;
 use super::clock::Clock;
 use super::file::FileFollower;
 use super::generation::resume_plan;
+use super::session::Session;
 use super::upload::Uploader;
 use super::{Follower, TickError};
 use crate::bucket;
@@ -50,17 +51,19 @@ impl Drop for Scratch {
     }
 }
 
-fn uploader(store: &MemStore) -> Uploader<'_> {
-    Uploader {
-        store,
-        root: ROOT.into(),
+fn session(store: &MemStore) -> Session<'_> {
+    Session {
+        up: Uploader {
+            store,
+            root: ROOT.into(),
+            max_object: 1 << 20,
+            objects: 0,
+            bytes: 0,
+            lease: None,
+        },
         clock: Clock::after(0),
-        max_object: 1 << 20,
-        objects: 0,
-        bytes: 0,
         compaction: None,
         doomed: Default::default(),
-        lease: None,
     }
 }
 
@@ -126,20 +129,20 @@ fn the_file_follower_through_append_rewrite_truncation_and_change_in_place() {
     let dir = Scratch::new();
     let path = dir.0.join("log");
     let store = MemStore::new();
-    let mut up = uploader(&store);
+    let mut ses = session(&store);
     let mut f = file_follower(&path, &store);
 
-    f.tick(&mut up).unwrap(); // not there yet: waited for
+    f.tick(&mut ses).unwrap(); // not there yet: waited for
     assert!(store.objects().is_empty());
     append(&path, b"first line\n");
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 1, &path);
     append(&path, b"second line\n");
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 1, &path);
-    f.tick(&mut up).unwrap(); // idle: no request
+    f.tick(&mut ses).unwrap(); // idle: no request
     let requests = store.requests.load(Ordering::SeqCst);
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_eq!(store.requests.load(Ordering::SeqCst), requests);
 
     // A rewrite renamed over the path, after one more append to the old file.
@@ -147,7 +150,7 @@ fn the_file_follower_through_append_rewrite_truncation_and_change_in_place() {
     let old = fs::read(&path).unwrap();
     fs::write(dir.0.join("new"), b"compacted\n").unwrap();
     fs::rename(dir.0.join("new"), &path).unwrap();
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 2, &path);
     let gens = generations(&store);
     let g1 = &gens[0].parts["file"];
@@ -158,18 +161,18 @@ fn the_file_follower_through_append_rewrite_truncation_and_change_in_place() {
 
     // Truncated in place, then written past the old length before the next look.
     fs::write(&path, b"a different history, longer than before\n").unwrap();
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 3, &path);
 
     // Changed in place, same length.
     let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(b"A", 0).unwrap();
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 4, &path);
 
     // Truncated to less.
     file.set_len(5).unwrap();
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 5, &path);
 }
 
@@ -180,22 +183,22 @@ fn the_file_follower_resumes_and_retries_after_a_failed_upload() {
     let store = MemStore::new();
     append(&path, b"0123456789");
     {
-        let mut up = uploader(&store);
+        let mut ses = session(&store);
         let mut f = file_follower(&path, &store);
-        f.tick(&mut up).unwrap();
+        f.tick(&mut ses).unwrap();
     }
     append(&path, b"written while persist was down\n");
-    let mut up = uploader(&store);
+    let mut ses = session(&store);
     let mut f = file_follower(&path, &store);
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 1, &path); // the same generation, continued
     assert_eq!(store.objects().len(), 2);
 
     store.fail_next.store(1, Ordering::SeqCst);
     append(&path, b"during an S3 failure\n");
-    assert!(matches!(f.tick(&mut up), Err(TickError::S3(_))));
+    assert!(matches!(f.tick(&mut ses), Err(TickError::S3(_))));
     append(&path, b"after it\n");
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 1, &path);
     assert_eq!(
         store.objects().len(),
@@ -210,7 +213,7 @@ fn the_file_follower_resumes_and_retries_after_a_failed_upload() {
     )
     .unwrap();
     let mut f = file_follower(&path, &store);
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 2, &path);
 }
 
@@ -276,29 +279,29 @@ fn the_folder_follower_through_appends_a_rewrite_resume_and_a_restore() {
     let scratch = Scratch::new();
     let folder = Folder::new(&scratch.0);
     let store = MemStore::new();
-    let mut up = uploader(&store);
+    let mut ses = session(&store);
     let mut f = dir_follower(&folder.dir, &store);
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_eq!(newest(&store), (1, folder.files()));
 
     let incr = folder.dir.join("appendonly.aof.1.incr.aof");
     append(&incr, b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n");
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_eq!(newest(&store), (1, folder.files()));
     let requests = store.requests.load(Ordering::SeqCst);
-    f.tick(&mut up).unwrap(); // idle: no request
+    f.tick(&mut ses).unwrap(); // idle: no request
     assert_eq!(store.requests.load(Ordering::SeqCst), requests);
 
     // BGREWRITEAOF: a new base is a new generation.
     folder.write_generation(2, b"REDIS0011-base-two", b"");
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_eq!(newest(&store), (2, folder.files()));
 
     // A restart resumes generation 2: no file is uploaded again, only the manifest (a few
     // lines: the first look after a start records it as a point of its own).
     let before = store.objects();
     let mut f = dir_follower(&folder.dir, &store);
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     let after = store.objects();
     let new: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
     assert_eq!(new.len(), 1, "{new:?}");
@@ -307,7 +310,7 @@ fn the_folder_follower_through_appends_a_rewrite_resume_and_a_restore() {
         &folder.dir.join("appendonly.aof.2.incr.aof"),
         b"*1\r\n$4\r\nPING\r\n",
     );
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_eq!(newest(&store), (2, folder.files()));
 
     // The folder restored under the running follower: same names, other files.
@@ -320,7 +323,7 @@ fn the_folder_follower_through_appends_a_rewrite_resume_and_a_restore() {
         &restored.dir.join("appendonly.aof.2.incr.aof"),
         b"after the restore",
     );
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_eq!(newest(&store), (3, restored.files()));
 }
 
@@ -383,12 +386,12 @@ fn a_file_that_shrinks_during_an_upload_is_a_read_failure_then_a_new_look() {
         inner: MemStore::new(),
         path: &path,
     };
-    let mut up = uploader(&store.inner);
-    up.store = &store;
-    up.max_object = 16 << 20; // one object, streamed
+    let mut ses = session(&store.inner);
+    ses.up.store = &store;
+    ses.up.max_object = 16 << 20; // one object, streamed
     let mut f = file_follower(&path, &store.inner);
-    assert!(matches!(f.tick(&mut up), Err(TickError::Read(_))));
-    f.tick(&mut up).unwrap();
+    assert!(matches!(f.tick(&mut ses), Err(TickError::Read(_))));
+    f.tick(&mut ses).unwrap();
     assert_file(&store.inner, 1, &path);
     assert_eq!(fs::read(&path).unwrap(), b"xxxxxxxxxx");
 }
@@ -401,13 +404,13 @@ fn a_large_range_goes_up_in_pipelined_objects_of_one_time() {
     let dir = Scratch::new();
     let path = dir.0.join("log");
     let store = MemStore::new();
-    let mut up = uploader(&store); // max_object 1 MiB
+    let mut ses = session(&store); // max_object 1 MiB
     let mut f = file_follower(&path, &store);
     let big: Vec<u8> = (0..(9u32 << 20) + 12_345)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
     append(&path, &big);
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 1, &path);
     let gens = generations(&store);
     let objs = &gens[0].parts["file"];
@@ -421,6 +424,6 @@ fn a_large_range_goes_up_in_pipelined_objects_of_one_time() {
     }
     assert_eq!(chain::recovery_points(&gens).len(), 1);
     append(&path, b"and one more line\n");
-    f.tick(&mut up).unwrap();
+    f.tick(&mut ses).unwrap();
     assert_file(&store, 1, &path);
 }

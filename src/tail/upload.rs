@@ -9,16 +9,17 @@ use crate::chain::GenId;
 use crate::layout::{Kind, ObjectKey};
 use crate::s3::{ObjectStore, S3Error};
 
-use crate::compaction::Spans;
-
-use super::clock::Clock;
-use super::held::{Doomed, Held};
+use super::held::Held;
 use super::proof::{Capture, Witness};
 use super::source::{RangeReader, crc_range, hash_range, read_exact_at};
 
+/// Default largest object: well under S3's 5 GiB PutObject limit, and small enough that a
+/// failed upload costs little to redo.
+pub const DEFAULT_MAX_OBJECT: u64 = 1 << 30;
+
 /// Ranges up to this size are read once into memory, CRC'd and sent from there; larger ones are
 /// read twice (CRC, then upload), so memory stays flat whatever the range.
-pub(super) const BUFFER_LIMIT: u64 = 8 << 20;
+pub const BUFFER_LIMIT: u64 = 8 << 20;
 
 /// Larger ranges go up as several objects, one after the other, while a helper thread reads
 /// ahead computing CRC-32s (an object's key needs its CRC before its first byte is sent). The
@@ -32,8 +33,8 @@ pub(super) const BUFFER_LIMIT: u64 = 8 << 20;
 ///
 /// Fewer objects are faster (each costs a round trip and the store's own finishing), while a
 /// failed upload sends its whole object again, hence the cap.
-const GRANULE: u64 = 8 << 20;
-const PIPELINED_OBJECT: u64 = 256 << 20;
+pub const GRANULE: u64 = 8 << 20;
+pub const PIPELINED_OBJECT: u64 = 256 << 20;
 
 /// The pieces `[start, end)` is read and hashed in: ranges that fit in memory go up as one
 /// object per `max_object` bytes, read once; larger ones are hashed by the helper in granules
@@ -96,21 +97,17 @@ impl From<S3Error> for UploadError {
     }
 }
 
-/// Turns byte ranges of open files into objects.
+/// Turns byte ranges of open files into objects, under the writer lease.
 pub struct Uploader<'a> {
     pub store: &'a dyn ObjectStore,
     pub root: String,
-    pub clock: Clock,
     /// The largest object to upload; larger ranges are split.
     pub max_object: u64,
-    /// Objects and bytes uploaded since start (for the log and tests).
+    /// Objects and bytes it stored since start (for the log, the metrics and tests).
     pub objects: u64,
     pub bytes: u64,
-    /// `--compaction`: `None` when off.
-    pub compaction: Option<Spans>,
-    /// Objects replaced by merged ones, to delete.
-    pub doomed: Doomed,
-    /// The writer lease this process holds (`None` in unit tests, which run without one).
+    /// The writer lease this process holds (`None` in unit tests, which run without one),
+    /// checked before uploads and deletions.
     pub lease: Option<crate::lease::Holding>,
 }
 
@@ -306,14 +303,6 @@ impl Uploader<'_> {
                 Ok(false)
             }
         }
-    }
-
-    /// Deletes the objects compaction replaced, when due, once the lease is confirmed.
-    pub fn delete_replaced(&mut self, now: bool) -> crate::error::Result<()> {
-        if self.doomed.due(now) && self.sure_of_lease()? {
-            self.doomed.flush(self.store, now);
-        }
-        Ok(())
     }
 
     fn stored(&mut self, key: ObjectKey) -> ObjectKey {

@@ -47,6 +47,12 @@ fn the_man_page_and_readme_are_rendered_from_the_options() {
         ".\\\" END options",
         &man_options(),
     );
+    let man = between(
+        &man,
+        ".\\\" BEGIN numbers",
+        ".\\\" END numbers",
+        &man_numbers(),
+    );
     check(man_path, &man);
     let readme =
         std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();

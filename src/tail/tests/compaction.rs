@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 
-use super::{ROOT, Scratch, generations, rebuild, uploader};
+use super::{ROOT, Scratch, generations, rebuild, session};
 use crate::chain::{self, GenId};
 use crate::compaction::Spans;
 use crate::layout::{Kind, Mode};
@@ -40,8 +40,8 @@ fn run(
     chunk: impl Fn(u64) -> Vec<u8>,
 ) -> (Scratch, BTreeMap<u64, u64>, usize) {
     let (dir, path, mut shipped) = followed(b"");
-    let mut up = uploader(store);
-    up.compaction = Spans::parse(spans).unwrap();
+    let mut ses = session(store);
+    ses.compaction = Spans::parse(spans).unwrap();
     let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
     let mut lens = BTreeMap::new();
     let mut most_held = 0;
@@ -49,13 +49,13 @@ fn run(
         out.write_all(&chunk(i)).unwrap();
         let len = fs::metadata(&path).unwrap().len();
         shipped
-            .ship(&mut up, GEN, "file", len, (time(i), true))
+            .ship(&mut ses, GEN, "file", len, (time(i), true))
             .unwrap();
         lens.insert(time(i), len);
         most_held = most_held.max(shipped.held_count());
-        up.doomed.flush(store, i % 97 == 0);
+        ses.doomed.flush(store, i % 97 == 0);
     }
-    up.doomed.flush(store, true);
+    ses.doomed.flush(store, true);
     (dir, lens, most_held)
 }
 
@@ -156,13 +156,13 @@ fn large_inputs_are_copied_in_the_store() {
 fn a_file_changed_under_persist_is_not_merged_from() {
     let store = MemStore::new();
     let (_dir, path, mut shipped) = followed(b"hello ");
-    let mut up = uploader(&store);
-    up.compaction = Spans::parse("1s").unwrap();
-    shipped.ship(&mut up, GEN, "file", 6, (100, true)).unwrap();
+    let mut ses = session(&store);
+    ses.compaction = Spans::parse("1s").unwrap();
+    shipped.ship(&mut ses, GEN, "file", 6, (100, true)).unwrap();
     // Written in place (not appended): the bucket's bytes are no longer the file's.
     fs::write(&path, b"HELLO world").unwrap();
     shipped
-        .ship(&mut up, GEN, "file", 11, (1_500, true))
+        .ship(&mut ses, GEN, "file", 11, (1_500, true))
         .unwrap();
     let gens = generations(&store);
     assert!(
@@ -219,16 +219,18 @@ fn merging_keeps_closed_pieces_as_points_and_folds_open_ones() {
     for closed in [true, false] {
         let store = MemStore::new();
         let (_dir, path, mut shipped) = followed(b"first ");
-        let mut up = uploader(&store);
-        up.compaction = Spans::parse("1s").unwrap();
-        shipped.ship(&mut up, GEN, "file", 6, (100, false)).unwrap();
+        let mut ses = session(&store);
+        ses.compaction = Spans::parse("1s").unwrap();
+        shipped
+            .ship(&mut ses, GEN, "file", 6, (100, false))
+            .unwrap();
         if closed {
             shipped.close_point(100);
         }
         let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
         out.write_all(b"second").unwrap();
         shipped
-            .ship(&mut up, GEN, "file", 12, (1_500, true))
+            .ship(&mut ses, GEN, "file", 12, (1_500, true))
             .unwrap();
         let gens = generations(&store);
         assert!(
