@@ -13,6 +13,7 @@ pub struct Pinger {
 impl Pinger {
     pub fn new() -> Pinger {
         let config = ureq::Agent::config_builder()
+            .tls_config(super::tls::built_in())
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(5)))
             .user_agent(concat!("petrify/", env!("CARGO_PKG_VERSION")))
