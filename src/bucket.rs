@@ -65,11 +65,7 @@ pub struct StoredBucket {
 /// Lists `dir` (the root, or one generation's folder under it) and reads every index, keeping
 /// merged objects as lines.
 pub fn survey_stored(store: &dyn ObjectStore, root: &str, dir: &str) -> Result<StoredBucket> {
-    let listed = store
-        .list(dir)
-        .map_err(|e| Error::s3(&format!("listing {dir}"), &e))?;
-    let mut read = read_listing(root, listed);
-    open_indexes(store, root, &mut read)?;
+    let read = settled(store, root, dir, Indexes::All)?;
     let dropping = read.dropping;
     let live = |o: &ObjectKey| !dropping.contains(&(o.generation, o.mode));
     let generations = chain::stored(read.objects, read.lines)
@@ -82,6 +78,35 @@ pub fn survey_stored(store: &dyn ObjectStore, root: &str, dir: &str) -> Result<S
         damaged: read.damaged.into_iter().filter(|(k, _)| live(k)).collect(),
         foreign: read.foreign,
     })
+}
+
+/// Listings taken at most, one after the other, while merged objects vanish under them.
+const LISTINGS: u32 = 4;
+
+/// `dir` listed, and the indexes `need` says read. A merged object that is gone by the time
+/// its index is read was replaced by a merge since the listing (a persist compacting the
+/// prefix), and the objects it merged may be gone too: the listing is then stale, so it is
+/// taken again, a few times, before the reader judges points from it.
+fn settled(store: &dyn ObjectStore, root: &str, dir: &str, need: Indexes) -> Result<Listing> {
+    let mut attempt = 1;
+    loop {
+        let listed = store
+            .list(dir)
+            .map_err(|e| Error::s3(&format!("listing {dir}"), &e))?;
+        let mut read = read_listing(root, listed);
+        if let Indexes::Upto(at) = need {
+            keep_whole(&mut read, at);
+        }
+        open_indexes(store, root, &mut read)?;
+        if read.gone == 0 || attempt >= LISTINGS {
+            return Ok(read);
+        }
+        log::debug!(
+            "{} merged object(s) replaced since the listing of {dir}: listing again",
+            read.gone
+        );
+        attempt += 1;
+    }
 }
 
 /// Which merged objects' indexes a reader reads (one GET each).
@@ -102,14 +127,7 @@ pub enum Indexes {
 
 /// Lists the prefix once, reading the indexes `need` says.
 pub fn survey_for(store: &dyn ObjectStore, root: &str, need: Indexes) -> Result<Bucketed> {
-    let listed = store
-        .list(root)
-        .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
-    let mut read = read_listing(root, listed);
-    if let Indexes::Upto(at) = need {
-        keep_whole(&mut read, at);
-    }
-    open_indexes(store, root, &mut read)?;
+    let mut read = settled(store, root, root, need)?;
     read.expand_lines();
     warn_foreign(root, &read.foreign);
     let all = chain::generations(read.objects);
@@ -187,6 +205,8 @@ pub struct Listing {
     pub damaged: Vec<(ObjectKey, String)>,
     /// Merged objects read through their index, by [`open_indexes`].
     pub lines: Vec<Line>,
+    /// Merged objects gone by the time their index was read (replaced since the listing).
+    pub gone: usize,
 }
 
 impl Listing {
@@ -208,6 +228,7 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Listing {
         merged: Vec::new(),
         damaged: Vec::new(),
         lines: Vec::new(),
+        gone: 0,
     };
     for l in listed {
         let rel = l.key.strip_prefix(root).unwrap_or(&l.key);
@@ -234,8 +255,8 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Listing {
 /// `read.lines`. An index that cannot be read or does not agree
 /// with its key is named, with a WARN, in `read.damaged`, and the object goes into
 /// `read.objects` whole (its last point only): the points inside it are not offered, never
-/// offered wrongly. A merged object gone since the listing (compaction
-/// replaced it) is simply left out.
+/// offered wrongly. A merged object gone since the listing (compaction replaced it) is left
+/// out and counted in `read.gone` (the listing is stale: see [`settled`]).
 ///
 /// An index the store does not hand over (the network, a refusal, short answers, after
 /// retries) fails the whole reading: it says nothing about the bucket, and a reader that went
@@ -274,7 +295,7 @@ pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Listing) -> 
         let (k, _) = &merged[i];
         match r {
             Ok(line) => read.lines.push(line),
-            Err(Unopened::Gone) => {}
+            Err(Unopened::Gone) => read.gone += 1,
             Err(Unopened::Store(e)) => {
                 return Err(Error::s3(
                     &format!("reading the index of merged object {k}"),
