@@ -27,6 +27,7 @@ pub enum CommandName {
     Verify,
     Prune,
     Status,
+    Doctor,
 }
 
 impl CommandName {
@@ -37,6 +38,7 @@ impl CommandName {
         CommandName::Verify,
         CommandName::Prune,
         CommandName::Status,
+        CommandName::Doctor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +49,7 @@ impl CommandName {
             CommandName::Verify => "verify",
             CommandName::Prune => "prune",
             CommandName::Status => "status",
+            CommandName::Doctor => "doctor",
         }
     }
 
@@ -107,21 +110,21 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
             Some(Value(v)) => {
                 let v = v.string().map_err(usage)?;
                 CommandName::parse(&v).ok_or_else(|| {
-                    usage_msg(format!(
-                        "unknown command {v:?}: use persist, recover, list, verify, prune or status"
-                    ))
+                    usage_msg(format!("unknown command {v:?}: use {}", command_names()))
                 })?
             }
             Some(other) => {
                 return Err(usage_msg(format!(
-                    "{} before the command: give persist, recover, list, verify, prune or status first",
-                    other.unexpected()
+                    "{} before the command: give {} first",
+                    other.unexpected(),
+                    command_names()
                 )));
             }
             None => {
-                return Err(usage_msg(
-                    "no command given: use persist, recover, list, verify, prune or status (see petrify --help)",
-                ));
+                return Err(usage_msg(format!(
+                    "no command given: use {} (see petrify --help)",
+                    command_names()
+                )));
             }
         },
     };
@@ -146,6 +149,15 @@ pub fn parse(argv0: &str, args: Vec<OsString>) -> Result<Parsed> {
         (opt.set)(&mut a, value).map_err(|why| usage_msg(format!("--{} {why}", opt.name)))?;
     }
     Ok(Parsed::Run(command, Box::new(a)))
+}
+
+/// `persist, recover, ... or doctor`, for messages.
+fn command_names() -> String {
+    let names: Vec<&str> = CommandName::ALL.iter().map(|c| c.as_str()).collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 fn not_an_option(command: CommandName, what: lexopt::Error) -> Error {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::bucket::Place;
 use crate::cli::{Args, CommandName, DEFAULT_INTERVAL, DEFAULT_PARALLEL, usage_msg};
+use crate::doctor::DoctorRequest;
 use crate::error::{Error, Exit, Hint, Result};
 use crate::list::{ListRequest, Window};
 use crate::prune::PruneRequest;
@@ -36,6 +37,7 @@ pub enum Run {
     Verify(VerifyRequest),
     Prune(PruneRequest),
     Status(StatusRequest),
+    Doctor(DoctorRequest),
 }
 
 /// Resolves `args` for `command` against the environment (`env`).
@@ -148,6 +150,10 @@ pub fn resolve(
                 usage_msg("petrify prune needs --retain (example: --retain 30d)")
             })?)?,
             dry_run: args.dry_run,
+        }),
+        CommandName::Doctor => Run::Doctor(DoctorRequest {
+            place: place.clone(),
+            json: args.json,
         }),
         CommandName::List => Run::List(ListRequest {
             place: place.clone(),

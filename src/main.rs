@@ -11,6 +11,7 @@ mod cli;
 mod compaction;
 mod config;
 mod crc;
+mod doctor;
 mod error;
 mod layout;
 mod lease;
@@ -118,5 +119,6 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
         Run::Prune(req) => prune::prune(req, &store, &mut std::io::stdout().lock()),
         Run::Verify(req) => verify::verify(req, &store, &mut std::io::stdout().lock()),
         Run::List(req) => list::list(req, &store, &mut std::io::stdout().lock()),
+        Run::Doctor(req) => doctor::doctor(req, &store, &mut std::io::stdout().lock()),
     }
 }

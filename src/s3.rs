@@ -19,6 +19,7 @@ mod listing;
 pub mod mem;
 mod multipart;
 mod ping;
+pub mod probe;
 mod resolve;
 mod retry;
 mod tls;
@@ -125,6 +126,11 @@ pub trait ObjectStore: Sync {
             .map_err(|e| S3Error::Network(format!("reading {key}: {e}")))?;
         Ok(Some(buf))
     }
+}
+
+/// A CRC-32 as `x-amz-checksum-crc32` carries it (base64 of its 4 big-endian bytes).
+pub fn crc32_base64(crc: u32) -> String {
+    base64_4(crc.to_be_bytes())
 }
 
 /// Why a [`StoreConfig`] cannot address a bucket. The command line turns these into words

@@ -301,7 +301,7 @@ fn sigkill_while_compacting_leaves_every_point_recoverable() {
 
 #[test]
 fn a_damaged_index_is_named_and_its_points_never_recovered_wrongly() {
-    let s3 = S3::start();
+    let s3 = S3::start_fs();
     let work = Scratch::new("damaged-index");
     let file = work.path("log");
     std::fs::write(&file, b"").unwrap();
@@ -363,7 +363,7 @@ fn a_damaged_index_is_named_and_its_points_never_recovered_wrongly() {
 /// and asking for `bytes=0-0` brought one byte, a failed recover.
 #[test]
 fn an_empty_point_inside_a_merged_object_recovers_empty() {
-    let s3 = S3::start();
+    let s3 = S3::start_fs();
     let work = Scratch::new("empty-point");
     let data = b"SET a 1\nSET b 2\n";
     let t0: u64 = 1_700_000_000_000;

@@ -271,7 +271,7 @@ fn two_persists_as_pid_1_of_their_own_namespaces_do_not_share_a_prefix() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(usable, "unshare --pid needs root (CI runs as root)");
-    let s3 = S3::start();
+    let s3 = S3::start_fs();
     let work = Scratch::new("pidns");
     let log = work.path("log");
     std::fs::write(&log, b"first line\n").unwrap();

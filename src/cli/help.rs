@@ -52,6 +52,14 @@ than now minus AGE, and the newest point before that (so every time in the windo
 be recovered). Older generations go whole. Refuses a prefix a running persist holds (give
 that persist --retain instead). A crash at any moment leaves every kept point recoverable."
         }
+        CommandName::Doctor => {
+            "\
+Tries, on scratch keys under s3://B/P/petrify-doctor/ (all deleted afterwards; nothing else
+is touched), everything petrify relies on the store for, and prints one line per check: ok,
+degraded (what petrify does instead, and what it costs) or broken (which command fails, and
+why); then the IAM actions each command needs. Exits 0 when every check is ok, 69 when
+persist would run degraded, 77 (a permission) or 78 (the configuration) when it cannot run."
+        }
         CommandName::Status => {
             "\
 Reads s3://B/P/ (the bucket is the truth) and prints the newest recovery point, its age and

@@ -427,10 +427,10 @@ leave), 1 or more."#,
         name: "json",
         value: None,
         uses: &[one(
-            &[Status],
+            &[Status, CommandName::Doctor],
             "one JSON object on one line instead of text",
         )],
-        man: r#"status: one JSON object on one line
+        man: r#"status and doctor: one JSON object on one line; status's fields are
 .Pq Li newest , newest_unix , generation , bytes , age_seconds , local_bytes , behind_bytes , lag_seconds , chain , ok ."#,
         set: |a, _| {
             a.json = true;

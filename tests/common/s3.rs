@@ -1,5 +1,16 @@
-//! A real s3s-fs server process on a free loopback port, and the test's own view of the
-//! bucket (read from the server's folder, independent of petrify's listing code).
+//! A real S3 server process on a free loopback port, and the test's own view of the bucket
+//! (independent of petrify's listing code). Two servers, each with its departures from AWS:
+//!
+//! - s3s-fs 0.14.1 (the default): checks signatures and `x-amz-checksum-crc32`; keeps each
+//!   object as a file (the test's view reads the folder, and tests that damage objects do it
+//!   there); lists `+` and `%` in keys wrongly decoded; does not check multipart ETags; answers
+//!   an unknown upload id with 403.
+//! - moto 5.2.5 (`PETRIFY_TEST_S3=moto`; `scripts/setup` installs it in a virtual
+//!   environment): AWS's own mock, faithful on conditional writes, multipart rules (the 5 MiB
+//!   part minimum), versioning and Object Lock; checks no signature and no checksum; keeps
+//!   everything in memory, so a restart loses the bucket (the test's view reads through plain
+//!   HTTP requests). Tests that need the server's disk or a restart start s3s-fs whatever the
+//!   run picked ([`S3::start_fs`]).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -13,15 +24,37 @@ pub const ACCESS_KEY: &str = "PETRIFYTESTKEY";
 pub const SECRET_KEY: &str = "petrify-test-secret-0123456789";
 pub const BUCKET: &str = "bkt";
 
-/// An s3s-fs server on a free port, serving `dir`; buckets are folders in it.
+/// Which server a test talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    S3sFs,
+    Moto,
+}
+
+/// An S3 server on a free port: s3s-fs serving `dir` (buckets are folders in it), or moto.
 pub struct S3 {
     pub proc: Option<Proc>,
     pub port: u16,
     pub dir: Scratch,
+    pub server: Server,
 }
 
 impl S3 {
+    /// The server the run picked: `PETRIFY_TEST_S3=moto`, else s3s-fs.
     pub fn start() -> S3 {
+        match std::env::var("PETRIFY_TEST_S3").as_deref() {
+            Ok("moto") => S3::start_on(Server::Moto),
+            _ => S3::start_on(Server::S3sFs),
+        }
+    }
+
+    /// s3s-fs whatever the run picked: for tests that damage objects on the server's disk,
+    /// or restart it.
+    pub fn start_fs() -> S3 {
+        S3::start_on(Server::S3sFs)
+    }
+
+    fn start_on(server: Server) -> S3 {
         let dir = Scratch::new("s3");
         std::fs::create_dir_all(dir.path(BUCKET)).unwrap();
         let port = free_port();
@@ -29,13 +62,38 @@ impl S3 {
             proc: None,
             port,
             dir,
+            server,
         };
-        s3.restart();
+        match server {
+            Server::S3sFs => s3.restart(),
+            Server::Moto => s3.start_moto(),
+        }
         s3
+    }
+
+    fn start_moto(&mut self) {
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start moto_server: run scripts/setup");
+        self.proc = Some(Proc::new(child, "moto_server"));
+        let port = self.port;
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let made = ureq::put(&format!("{}/{BUCKET}", self.endpoint())).send_empty();
+        assert!(made.is_ok(), "creating the bucket on moto: {made:?}");
     }
 
     /// Starts the server (again) on the same port and folder.
     pub fn restart(&mut self) {
+        assert_eq!(
+            self.server,
+            Server::S3sFs,
+            "moto keeps its bucket in memory: a restart loses it (use S3::start_fs)"
+        );
         let child = Command::new(s3s_fs())
             .args([
                 "--host",
@@ -72,6 +130,17 @@ impl S3 {
     /// The object keys under `prefix/petrify-v1/`, relative to it, sorted; read from the
     /// server's folder (the test's view of the bucket, independent of petrify's listing code).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
+        if self.server == Server::Moto {
+            let root = format!("{prefix}/petrify-v1/");
+            let mut out: Vec<String> = self
+                .list_http(&root)
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(&root).map(str::to_string))
+                .collect();
+            out.retain(|k| k != "writer.lease");
+            out.sort();
+            return out;
+        }
         let root = self.dir.path(BUCKET).join(prefix).join("petrify-v1");
         let mut out = Vec::new();
         walk(&root, &root, &mut out);
@@ -96,14 +165,65 @@ impl S3 {
 
     /// Whether a persist holds the prefix's writer lease.
     pub fn has_lease(&self, prefix: &str) -> bool {
-        self.object_path(prefix, "writer.lease").exists()
+        match self.server {
+            Server::S3sFs => self.object_path(prefix, "writer.lease").exists(),
+            Server::Moto => self
+                .get_http(&format!("{prefix}/petrify-v1/writer.lease"))
+                .is_some(),
+        }
+    }
+
+    /// Every key under `prefix`, by ListObjectsV2 over plain HTTP (moto checks no signature).
+    fn list_http(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = ureq::get(&format!("{}/{BUCKET}", self.endpoint()))
+                .query("list-type", "2")
+                .query("prefix", prefix);
+            if let Some(t) = &token {
+                req = req.query("continuation-token", t);
+            }
+            let body = req
+                .call()
+                .expect("listing moto")
+                .body_mut()
+                .read_to_string()
+                .expect("a listing");
+            keys.extend(xml_values(&body, "Key"));
+            token = xml_values(&body, "NextContinuationToken")
+                .into_iter()
+                .next();
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// An object's bytes over plain HTTP, or `None` when it is not there.
+    fn get_http(&self, key: &str) -> Option<Vec<u8>> {
+        let mut r = ureq::get(&format!("{}/{BUCKET}/{key}", self.endpoint()))
+            .call()
+            .ok()?;
+        r.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .ok()
     }
 
     /// Path of an object's bytes on the server's disk.
     /// The bytes of the part an object holds (a merged object's index left out), read from the
     /// server's disk.
     pub fn object_bytes(&self, prefix: &str, o: &Obj) -> Vec<u8> {
-        let mut got = std::fs::read(self.object_path(prefix, &o.key)).expect("read an object");
+        let mut got = match self.server {
+            Server::S3sFs => {
+                std::fs::read(self.object_path(prefix, &o.key)).expect("read an object")
+            }
+            Server::Moto => self
+                .get_http(&format!("{prefix}/petrify-v1/{}", o.key))
+                .expect("read an object"),
+        };
         if o.merged {
             let len = (o.end - o.start) as usize;
             assert!(
@@ -136,6 +256,11 @@ impl S3 {
     }
 
     pub fn object_path(&self, prefix: &str, rel: &str) -> PathBuf {
+        assert_eq!(
+            self.server,
+            Server::S3sFs,
+            "moto keeps objects in memory: this test damages the server's disk (use S3::start_fs)"
+        );
         self.dir
             .path(BUCKET)
             .join(prefix)
@@ -343,6 +468,36 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// The text of every `<tag>` element of an XML answer, unescaped.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(
+            rest[..j]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &rest[j..];
+    }
+    out
+}
+
+/// moto's server: `PETRIFY_MOTO`, else where scripts/setup puts it.
+pub fn moto_server() -> PathBuf {
+    if let Ok(p) = std::env::var("PETRIFY_MOTO") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    Path::new(&home).join(".cache/petrify/moto-5.2.5/bin/moto_server")
 }
 
 pub fn s3s_fs() -> PathBuf {

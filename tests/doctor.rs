@@ -1,0 +1,138 @@
+//! `petrify doctor` against the run's S3 server, and through the test proxy made to behave as
+//! other stores do: each check's verdict, the exit status, and the scratch keys gone.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::proxy::Proxy;
+use common::s3::Server;
+use common::*;
+
+/// Runs doctor against `endpoint`; returns (status, stdout, stderr).
+fn doctor(s3: &S3, endpoint: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = s3
+        .petrify()
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .args(["doctor", "--bucket", BUCKET, "--prefix", "p"])
+        .args(extra)
+        .output()
+        .expect("run petrify doctor");
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The verdict doctor printed for `check`.
+fn verdict<'a>(report: &'a str, check: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.get(10..).is_some_and(|rest| rest.starts_with(check)))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {check:?} line in:\n{report}"))
+}
+
+const CHECKS: &[&str] = &[
+    "credentials",
+    "region",
+    "clock",
+    "list",
+    "put",
+    "checksum checked",
+    "conditional create",
+    "ranged get",
+    "multipart copy",
+    "small parts",
+    "listed at once",
+    "batch delete",
+    "delete",
+];
+
+#[test]
+fn every_check_on_the_test_server_and_nothing_left_behind() {
+    let s3 = S3::start();
+    let (code, out, err) = doctor(&s3, &s3.endpoint(), &[]);
+    for check in CHECKS {
+        // moto, AWS's mock, does not check checksums (see tests/common/s3.rs).
+        let want = match (s3.server, *check) {
+            (Server::Moto, "checksum checked") => "degraded",
+            _ => "ok",
+        };
+        assert_eq!(verdict(&out, check), want, "{check}:\n{out}\n{err}");
+    }
+    let want = match s3.server {
+        Server::S3sFs => Some(0),
+        Server::Moto => Some(69),
+    };
+    assert_eq!(code, want, "{out}\n{err}");
+    assert!(out.contains("IAM actions"), "{out}");
+    // Every scratch key deleted, and the layout untouched.
+    assert!(s3.keys("p").is_empty(), "{:?}", s3.keys("p"));
+    let (_, json, _) = doctor(&s3, &s3.endpoint(), &["--json"]);
+    assert_eq!(json.lines().count(), 1, "{json}");
+    assert!(
+        json.starts_with("{\"checks\":[{\"check\":\"credentials\""),
+        "{json}"
+    );
+    assert!(
+        json.trim_end()
+            .ends_with(&format!("\"ok\":{}}}", want == Some(0))),
+        "{json}"
+    );
+    if s3.server == Server::S3sFs {
+        let scratch = s3.dir.path(BUCKET).join("p/petrify-doctor");
+        let mut left = Vec::new();
+        walk_files(&scratch, &mut left);
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+fn walk_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.path().is_dir() {
+            true => walk_files(&e.path(), out),
+            false => out.push(e.path()),
+        }
+    }
+}
+
+/// Stores that ignore conditional creates (Garage 2.5) or refuse the checksum header (B2, as
+/// reported): degraded, status 69, and what petrify does instead said.
+#[test]
+fn a_store_without_conditional_creates_or_checksums_is_degraded() {
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 7, 0.0);
+    proxy
+        .config
+        .strip_if_none_match
+        .store(true, Ordering::SeqCst);
+    let (code, out, err) = doctor(&s3, &proxy.endpoint(), &[]);
+    assert_eq!(code, Some(69), "{out}\n{err}");
+    assert_eq!(verdict(&out, "conditional create"), "degraded", "{out}");
+    assert!(out.contains("read-back"), "{out}");
+    proxy
+        .config
+        .strip_if_none_match
+        .store(false, Ordering::SeqCst);
+    proxy.config.refuse_checksums.store(true, Ordering::SeqCst);
+    let (code, out, err) = doctor(&s3, &proxy.endpoint(), &[]);
+    assert_eq!(code, Some(69), "{out}\n{err}");
+    assert_eq!(verdict(&out, "put"), "degraded", "{out}");
+    assert!(out.contains("uploads without it"), "{out}");
+    assert!(s3.keys("p").is_empty(), "{:?}", s3.keys("p"));
+}
+
+/// A bucket in another region: AWS answers 301 and names the region; doctor says which
+/// --region to give, with status 78, and writes nothing.
+#[test]
+fn a_bucket_in_another_region_is_named() {
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 7, 0.0);
+    proxy.set_canned(Some(
+        "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-west-3\r\n\
+         content-length: 0\r\n\r\n"
+            .into(),
+    ));
+    let (code, out, err) = doctor(&s3, &proxy.endpoint(), &[]);
+    assert_eq!(code, Some(78), "{out}\n{err}");
+    assert_eq!(verdict(&out, "region"), "broken", "{out}");
+    assert!(out.contains("give --region eu-west-3"), "{out}");
+}
