@@ -83,6 +83,9 @@ pub struct Args {
     pub since: Option<String>,
     pub until: Option<String>,
     pub last: Option<String>,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
 }
 
 /// What the command line asks for.

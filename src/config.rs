@@ -13,7 +13,7 @@ use crate::error::{Error, Exit, Hint, Result};
 use crate::list::{ListRequest, Window};
 use crate::prune::PruneRequest;
 use crate::recover::RecoverRequest;
-use crate::s3::{ConfigError, StoreConfig};
+use crate::s3::{ConfigError, ServerSide, StoreConfig};
 use crate::status::StatusRequest;
 use crate::tail::{PersistRequest, upload};
 use crate::timestamp::{self, BadTime};
@@ -160,13 +160,14 @@ pub fn resolve(
             window: window(&args.since, &args.until, &args.last)?,
         }),
     };
-    let store = store_config(
+    let mut store = store_config(
         &place.bucket,
         args.endpoint,
         args.region,
         args.path_style,
         env,
     )?;
+    store.server_side = server_side(args.storage_class, args.sse, args.sse_kms_key_id)?;
     Ok(Command { run, store })
 }
 
@@ -320,6 +321,50 @@ fn max_object(env: impl Fn(&str) -> Option<String>) -> Result<u64> {
     }
 }
 
+/// `--storage-class`, `--sse` and `--sse-kms-key-id`, checked.
+fn server_side(
+    storage_class: Option<String>,
+    sse: Option<String>,
+    kms_key: Option<String>,
+) -> Result<ServerSide> {
+    if let Some(c) = &storage_class {
+        let word = |c: &str| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !word(c) {
+            return Err(usage_msg(format!(
+                "--storage-class {c:?}: give a class as the store names it, in capitals \
+                 (STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR)"
+            )));
+        }
+        if matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE") {
+            return Err(usage_msg(format!(
+                "--storage-class {c}: objects in it must be restored before every GET, which \
+                 makes a recovery wait hours; use GLACIER_IR (instant retrieval)"
+            )));
+        }
+    }
+    match sse.as_deref() {
+        None | Some("AES256" | "aws:kms" | "aws:kms:dsse") => {}
+        Some(other) => {
+            return Err(usage_msg(format!(
+                "--sse {other:?}: give AES256 or aws:kms"
+            )));
+        }
+    }
+    if kms_key.is_some() && !sse.as_deref().is_some_and(|s| s.starts_with("aws:kms")) {
+        return Err(usage_msg("--sse-kms-key-id needs --sse aws:kms"));
+    }
+    Ok(ServerSide {
+        storage_class,
+        sse,
+        sse_kms_key_id: kms_key,
+    })
+}
+
 /// Resolves endpoint, region and credentials from the options and the environment.
 fn store_config(
     bucket: &str,
@@ -342,6 +387,7 @@ fn store_config(
     let credentials = credentials::source(&nonempty, &profile, &region)
         .map_err(|why| Error::new(Exit::Config, why))?;
     Ok(StoreConfig {
+        server_side: ServerSide::default(),
         endpoint,
         region,
         bucket: bucket.to_string(),

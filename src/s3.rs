@@ -59,6 +59,38 @@ pub struct StoreConfig {
     pub credentials: CredentialSource,
     /// A private CA's certificates, trusted besides the built-in roots.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// What every object written carries for the store (`--storage-class`, `--sse`).
+    pub server_side: ServerSide,
+}
+
+/// Server-side options sent with every write: `x-amz-storage-class` on the objects of the
+/// layout (not on the writer lease, a small object rewritten at each start, which a class
+/// with a minimum storage duration would bill for months), and `x-amz-server-side-encryption`
+/// (with the KMS key id) on every PUT and multipart upload, as a bucket policy that demands
+/// it expects. Reading needs none of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSide {
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+}
+
+impl ServerSide {
+    /// The headers for a write; `data`: an object of the layout (not the lease).
+    fn headers(&self, data: bool) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(c) = self.storage_class.as_ref().filter(|_| data) {
+            h.push(("x-amz-storage-class", c.clone()));
+        }
+        if let Some(s) = &self.sse {
+            h.push(("x-amz-server-side-encryption", s.clone()));
+        }
+        if let Some(k) = &self.sse_kms_key_id {
+            h.push(("x-amz-server-side-encryption-aws-kms-key-id", k.clone()));
+        }
+        h
+    }
 }
 
 /// The object store, as persist, recover and list use it. One attempt per call unless said
@@ -160,6 +192,7 @@ pub struct Store {
     checksums: AtomicU8,
     /// The refusal that set [`Checksums::Probing`], for the WARN if it was the header's.
     refusal: Mutex<Option<String>>,
+    server_side: ServerSide,
 }
 
 /// The checksum header's state: sent; left out for one attempt after a refusal that might be
@@ -242,6 +275,7 @@ impl Store {
             },
             checksums: AtomicU8::new(Checksums::On as u8),
             refusal: Mutex::new(None),
+            server_side: cfg.server_side.clone(),
         })
     }
 
@@ -384,6 +418,10 @@ impl ObjectStore for Store {
         if let Some(c) = &checksum {
             action.headers_mut().insert(CHECKSUM_HEADER, c.clone());
         }
+        let server_side = self.server_side.headers(true);
+        for (k, v) in &server_side {
+            action.headers_mut().insert(*k, v.clone());
+        }
         let url = action.sign(PRESIGN_FOR);
         self.sending(1);
         let mut request = self
@@ -392,6 +430,9 @@ impl ObjectStore for Store {
             .header("content-length", len.to_string());
         if let Some(c) = &checksum {
             request = request.header(CHECKSUM_HEADER, c);
+        }
+        for (k, v) in &server_side {
+            request = request.header(*k, v);
         }
         let resp = request
             .send(ureq::SendBody::from_reader(body))
@@ -442,16 +483,22 @@ impl ObjectStore for Store {
     /// `If-None-Match: *`; a 412 means the key exists.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error> {
         let creds = self.credentials.get()?;
-        let action = self.bucket.put_object(Some(&creds), key);
+        let mut action = self.bucket.put_object(Some(&creds), key);
+        let server_side = self.server_side.headers(false);
+        for (k, v) in &server_side {
+            action.headers_mut().insert(*k, v.clone());
+        }
         let url = action.sign(PRESIGN_FOR);
         self.sending(1);
-        let resp = self
+        let mut request = self
             .agent
             .put(url.as_str())
             .header("content-length", bytes.len().to_string())
-            .header("if-none-match", "*")
-            .send(bytes)
-            .map_err(net_error)?;
+            .header("if-none-match", "*");
+        for (k, v) in &server_side {
+            request = request.header(*k, v);
+        }
+        let resp = request.send(bytes).map_err(net_error)?;
         match check(resp) {
             Ok(_) => Ok(true),
             Err(S3Error::Status { status: 412, .. }) => Ok(false),

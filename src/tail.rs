@@ -137,11 +137,31 @@ impl From<Error> for TickError {
 impl From<UploadError> for TickError {
     fn from(e: UploadError) -> Self {
         match e {
+            // The store refuses what the options ask every write to carry: no retry mends
+            // that, and a persist retrying it for ever would look alive while backing up
+            // nothing.
+            UploadError::S3(e) if refuses_options(&e) => TickError::Fatal(Error::new(
+                Exit::Config,
+                format!(
+                    "the store refuses the uploads ({e}): check --storage-class, --sse and \
+                     --sse-kms-key-id against what it supports (petrify doctor tries them)"
+                ),
+            )),
             UploadError::S3(e) => TickError::S3(e),
             UploadError::Read(e) => TickError::Read(e),
             UploadError::LeaseLost(e) => TickError::Fatal(e),
         }
     }
+}
+
+/// Whether an upload's refusal is of a server-side option (a storage class or an encryption
+/// key the store does not have), not of the bytes or the moment.
+fn refuses_options(e: &S3Error) -> bool {
+    e.code().is_some_and(|c| {
+        c == "InvalidStorageClass"
+            || c.starts_with("KMS.")
+            || c == "InvalidEncryptionAlgorithmError"
+    })
 }
 
 /// Runs `petrify persist` until SIGTERM, SIGINT or SIGHUP.

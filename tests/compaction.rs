@@ -89,16 +89,28 @@ fn thousands_of_points_keep_their_times_and_bytes() {
         "0.01",
         "100ms,500ms,2s,10s",
     );
-    // About 20 seconds of small writes, a few milliseconds apart.
+    // Small writes a few milliseconds apart, for 20 seconds and until the bucket holds a
+    // thousand points (a slower server, or a busy machine, takes longer to get there).
     let started = Instant::now();
     let mut i = 0u64;
-    while started.elapsed() < Duration::from_secs(20) {
+    let mut looked = Instant::now();
+    loop {
         append(
             &file,
             format!("SET key:{i} {}\n", "v".repeat((i % 17) as usize)).as_bytes(),
         );
         i += 1;
         std::thread::sleep(Duration::from_millis(3));
+        if started.elapsed() < Duration::from_secs(20) || looked.elapsed() < Duration::from_secs(2)
+        {
+            continue;
+        }
+        looked = Instant::now();
+        if s3.list_raw("many").lines().count() >= 1000
+            || started.elapsed() > Duration::from_secs(120)
+        {
+            break;
+        }
     }
     let content = std::fs::read(&file).unwrap();
     finish(&s3, p, "many", &content);

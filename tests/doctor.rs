@@ -136,3 +136,88 @@ fn a_bucket_in_another_region_is_named() {
     assert_eq!(verdict(&out, "region"), "broken", "{out}");
     assert!(out.contains("give --region eu-west-3"), "{out}");
 }
+
+/// `--storage-class` and `--sse aws:kms --sse-kms-key-id` on every object persist writes
+/// (merged ones included; the lease keeps the default class), read back by recover with no
+/// option. On moto, which records both and has KMS.
+#[test]
+fn storage_class_and_kms_encryption_on_every_object() {
+    let s3 = S3::start_moto_server();
+    // A KMS key in moto's own KMS (its API on the same port, picked by the credential scope
+    // of the Authorization header; no signature checked).
+    let made = ureq::post(&s3.endpoint())
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261207/us-east-1/kms/aws4_request, \
+             SignedHeaders=host, Signature=0",
+        )
+        .header("x-amz-target", "TrentService.CreateKey")
+        .header("content-type", "application/x-amz-json-1.1")
+        .send("{}")
+        .expect("create a KMS key on moto")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let key_id = made
+        .split("\"KeyId\": \"")
+        .nth(1)
+        .or_else(|| made.split("\"KeyId\":\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no KeyId in {made}"))
+        .to_string();
+    let work = Scratch::new("server-side");
+    let file = work.path("log");
+    std::fs::write(&file, b"first\n").unwrap();
+    let mut cmd = s3.persist_cmd(&s3.endpoint(), "enc", &file, "0.05");
+    cmd.args([
+        "--storage-class",
+        "STANDARD_IA",
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        &key_id,
+        "--compaction",
+        "100ms,400ms",
+    ]);
+    let p = spawn(cmd);
+    for i in 0..20 {
+        s3.append_and_wait("enc", &file, format!("line {i}\n").as_bytes());
+    }
+    let lease = s3.head_http("enc/petrify-v1/writer.lease");
+    let out = p.terminate(std::time::Duration::from_secs(30));
+    assert!(out.status.success(), "{}", out.err());
+    let get = |h: &[(String, String)], name: &str| {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    assert_eq!(get(&lease, "x-amz-storage-class"), None, "{lease:?}");
+    assert_eq!(
+        get(&lease, "x-amz-server-side-encryption").as_deref(),
+        Some("aws:kms")
+    );
+    let objects = s3.ranges("enc");
+    assert!(objects.iter().any(|o| o.merged), "{objects:?}");
+    for o in &objects {
+        let h = s3.head_http(&format!("enc/petrify-v1/{}", o.key));
+        assert_eq!(
+            get(&h, "x-amz-storage-class").as_deref(),
+            Some("STANDARD_IA"),
+            "{o:?}: {h:?}"
+        );
+        assert_eq!(
+            get(&h, "x-amz-server-side-encryption").as_deref(),
+            Some("aws:kms")
+        );
+        assert!(
+            get(&h, "x-amz-server-side-encryption-aws-kms-key-id")
+                .is_some_and(|k| k.contains(&key_id)),
+            "{h:?}"
+        );
+    }
+    let restored = work.path("restored");
+    let out = s3.recover("enc", &restored, &[]);
+    assert!(out.status.success(), "{}", out.err());
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}

@@ -439,6 +439,51 @@ leave), 1 or more."#,
         ..BASE
     },
     Opt {
+        name: "storage-class",
+        value: Some("CLASS"),
+        uses: &[one(
+            &[Persist],
+            "the S3 storage class of every object written (STANDARD_IA,\n\
+             INTELLIGENT_TIERING, GLACIER_IR, ...; the store's default otherwise)",
+        )],
+        man: include_str!("options/storage-class.mdoc"),
+        set: |a, v| {
+            a.storage_class = Some(text(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Opt {
+        name: "sse",
+        value: Some("KIND"),
+        uses: &[one(
+            &[Persist, Prune, CommandName::Doctor],
+            "server-side encryption of every object written: AES256 or aws:kms",
+        )],
+        man: include_str!("options/sse.mdoc"),
+        set: |a, v| {
+            a.sse = Some(text(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Opt {
+        name: "sse-kms-key-id",
+        value: Some("ID"),
+        uses: &[one(
+            &[Persist, Prune, CommandName::Doctor],
+            "the KMS key for --sse aws:kms (the bucket's default key otherwise)",
+        )],
+        man: r#"The KMS key (id, ARN or alias) objects are encrypted with under
+.Fl \-sse Li aws:kms ;
+without it, the store's default key for the bucket."#,
+        set: |a, v| {
+            a.sse_kms_key_id = Some(text(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Opt {
         name: "endpoint",
         value: Some("URL"),
         uses: &[one(

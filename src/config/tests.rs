@@ -131,3 +131,23 @@ fn bad_values_are_usage_errors_naming_the_option() {
         assert!(e.message.contains(needle), "{args:?}: {}", e.message);
     }
 }
+
+#[test]
+fn server_side_options_are_checked() {
+    let ok = |c: Option<&str>, s: Option<&str>, k: Option<&str>| {
+        server_side(c.map(Into::into), s.map(Into::into), k.map(Into::into))
+    };
+    assert!(ok(Some("STANDARD_IA"), Some("aws:kms"), Some("alias/x")).is_ok());
+    assert!(ok(None, Some("AES256"), None).is_ok());
+    for (c, s, k) in [
+        (Some("standard_ia"), None, None),
+        (Some("GLACIER"), None, None),
+        (Some("DEEP_ARCHIVE"), None, None),
+        (None, Some("kms"), None),
+        (None, Some("AES256"), Some("alias/x")),
+        (None, None, Some("alias/x")),
+    ] {
+        let e = ok(c, s, k).unwrap_err();
+        assert_eq!(e.exit, Exit::Usage, "{c:?} {s:?} {k:?}");
+    }
+}

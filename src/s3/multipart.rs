@@ -23,17 +23,18 @@ impl Store {
     /// effort: a bucket lifecycle rule for incomplete uploads collects what an abort missed).
     pub(super) fn compose_object(&self, key: &str, pieces: Vec<Piece<'_>>) -> Result<(), S3Error> {
         let creds = self.credentials.get()?;
-        let url = self
-            .bucket
-            .create_multipart_upload(Some(&creds), key)
-            .sign(PRESIGN_FOR);
+        let mut action = self.bucket.create_multipart_upload(Some(&creds), key);
+        let server_side = self.server_side.headers(true);
+        for (k, v) in &server_side {
+            action.headers_mut().insert(*k, v.clone());
+        }
+        let url = action.sign(PRESIGN_FOR);
         self.sending(1);
-        let mut resp = check(
-            self.agent
-                .post(url.as_str())
-                .send_empty()
-                .map_err(net_error)?,
-        )?;
+        let mut request = self.agent.post(url.as_str());
+        for (k, v) in &server_side {
+            request = request.header(*k, v);
+        }
+        let mut resp = check(request.send_empty().map_err(net_error)?)?;
         let text = read_text(&mut resp)?;
         let created =
             rusty_s3::actions::CreateMultipartUpload::parse_response(&text).map_err(|_| {

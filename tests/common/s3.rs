@@ -54,6 +54,38 @@ impl S3 {
         S3::start_on(Server::S3sFs)
     }
 
+    /// moto whatever the run picked: for what only it implements (KMS, storage classes).
+    pub fn start_moto_server() -> S3 {
+        S3::start_on(Server::Moto)
+    }
+
+    /// The headers of a HEAD of `key` (moto only: plain HTTP), lower-cased names.
+    pub fn head_http(&self, key: &str) -> Vec<(String, String)> {
+        assert_eq!(self.server, Server::Moto, "head_http reads moto");
+        // Signed: moto refuses an unsigned request for an object under SSE-KMS, as AWS does.
+        use rusty_s3::S3Action;
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint().parse().expect("an endpoint URL"),
+            rusty_s3::UrlStyle::Path,
+            BUCKET,
+            "us-east-1",
+        )
+        .expect("a bucket");
+        let creds = rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY);
+        let url = rusty_s3::actions::HeadObject::new(&bucket, Some(&creds), key)
+            .sign(Duration::from_secs(60));
+        let r = ureq::head(url.as_str()).call().expect("HEAD an object");
+        r.headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_lowercase(),
+                    v.to_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
     fn start_on(server: Server) -> S3 {
         let dir = Scratch::new("s3");
         std::fs::create_dir_all(dir.path(BUCKET)).unwrap();
