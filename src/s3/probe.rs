@@ -57,22 +57,24 @@ impl Store {
     }
 
     /// A PUT of `bytes` to `key` carrying `checksum` as `x-amz-checksum-crc32` (base64, as
-    /// given: a wrong one on purpose too).
+    /// given: a wrong one on purpose too), and the server-side options persist would send.
     pub fn probe_put(&self, key: &str, bytes: &[u8], checksum: &str) -> Result<Answer, S3Error> {
         let creds = self.credentials.get()?;
         let mut action = self.bucket.put_object(Some(&creds), key);
-        action
-            .headers_mut()
-            .insert(CHECKSUM_HEADER, checksum.to_string());
+        let mut headers = self.server_side.headers(true);
+        headers.push((CHECKSUM_HEADER, checksum.to_string()));
+        for (k, v) in &headers {
+            action.headers_mut().insert(*k, v.clone());
+        }
         let url = action.sign(PRESIGN_FOR);
-        answer(
-            self.agent
-                .put(url.as_str())
-                .header("content-length", bytes.len().to_string())
-                .header(CHECKSUM_HEADER, checksum)
-                .send(bytes)
-                .map_err(net_error),
-        )
+        let mut request = self
+            .agent
+            .put(url.as_str())
+            .header("content-length", bytes.len().to_string());
+        for (k, v) in &headers {
+            request = request.header(*k, v);
+        }
+        answer(request.send(bytes).map_err(net_error))
     }
 
     /// The region requests are signed for.
