@@ -22,8 +22,10 @@ mod ping;
 pub mod probe;
 mod resolve;
 mod retry;
+mod server_side;
 mod tls;
 
+pub use checksum::crc32_base64;
 use checksum::{CHECKSUM_HEADER, base64_4, refuses_checksums};
 pub use credentials::Source as CredentialSource;
 pub use delete::MAX_BATCH;
@@ -33,6 +35,7 @@ pub use listing::{Listed, parse_folder_page, parse_listing_page};
 pub use multipart::Piece;
 pub use ping::Pinger;
 pub use retry::{Backoff, retry};
+pub use server_side::{ConfigError, ServerSide};
 
 use rusty_s3::actions::{ListObjectsV2, S3Action};
 use rusty_s3::{Bucket, UrlStyle};
@@ -61,36 +64,6 @@ pub struct StoreConfig {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// What every object written carries for the store (`--storage-class`, `--sse`).
     pub server_side: ServerSide,
-}
-
-/// Server-side options sent with every write: `x-amz-storage-class` on the objects of the
-/// layout (not on the writer lease, a small object rewritten at each start, which a class
-/// with a minimum storage duration would bill for months), and `x-amz-server-side-encryption`
-/// (with the KMS key id) on every PUT and multipart upload, as a bucket policy that demands
-/// it expects. Reading needs none of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerSide {
-    pub storage_class: Option<String>,
-    /// `AES256` or `aws:kms`.
-    pub sse: Option<String>,
-    pub sse_kms_key_id: Option<String>,
-}
-
-impl ServerSide {
-    /// The headers for a write; `data`: an object of the layout (not the lease).
-    fn headers(&self, data: bool) -> Vec<(&'static str, String)> {
-        let mut h = Vec::new();
-        if let Some(c) = self.storage_class.as_ref().filter(|_| data) {
-            h.push(("x-amz-storage-class", c.clone()));
-        }
-        if let Some(s) = &self.sse {
-            h.push(("x-amz-server-side-encryption", s.clone()));
-        }
-        if let Some(k) = &self.sse_kms_key_id {
-            h.push(("x-amz-server-side-encryption-aws-kms-key-id", k.clone()));
-        }
-        h
-    }
 }
 
 /// The object store, as persist, recover and list use it. One attempt per call unless said
@@ -158,27 +131,6 @@ pub trait ObjectStore: Sync {
             .map_err(|e| S3Error::Network(format!("reading {key}: {e}")))?;
         Ok(Some(buf))
     }
-}
-
-/// A CRC-32 as `x-amz-checksum-crc32` carries it (base64 of its 4 big-endian bytes).
-pub fn crc32_base64(crc: u32) -> String {
-    base64_4(crc.to_be_bytes())
-}
-
-/// Why a [`StoreConfig`] cannot address a bucket. The command line turns these into words
-/// that name its options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The endpoint does not parse as a URL (the parser's words).
-    NotAUrl(String),
-    UnsupportedScheme,
-    MissingHost,
-    /// The bucket name cannot be a host name at this endpoint.
-    BucketNotAddressable,
-    /// The credential source did not give credentials (its words).
-    NoCredentials(String),
-    /// The CA bundle cannot be used (its words).
-    CaBundle(String),
 }
 
 /// The real store: S3 over HTTP, every request presigned just before it is sent.

@@ -118,10 +118,7 @@ pub const OPTIONS: &[Opt] = &[
             ALL,
             "where in the bucket the backup lives ('' for the top)",
         )],
-        man: r#"Where in the bucket this file's objects live (under
-.Ar P Ns Pa /petrify-v1/ ) .
-Leading and trailing slashes are ignored; an empty prefix means the top of the bucket.
-One prefix holds the backup of one file or folder: do not point two persists at it."#,
+        man: include_str!("options/prefix.mdoc"),
         set: |a, v| {
             a.prefix = Some(text(v)?);
             Ok(())
@@ -142,14 +139,7 @@ One prefix holds the backup of one file or folder: do not point two persists at 
             ),
             one(&[Status], "the followed file or folder, to compare with"),
         ],
-        man: r#"The file or Redis folder to follow
-.Pq Cm persist ,
-to write
-.Pq Cm recover ,
-or to compare the bucket with
-.Pq Cm status .
-Whether a backup is of a file or a folder is recorded in the bucket; recover refuses a
-folder path for a file backup and the reverse."#,
+        man: include_str!("options/file.mdoc"),
         set: |a, v| {
             a.file = Some(path(v)?);
             Ok(())
@@ -203,13 +193,7 @@ The interval bounds how much a crash of the machine can lose."#,
             "merge the objects of each window into one, keeping every point\n\
              (`off` to disable)",
         )],
-        man: r#"persist: how objects are merged (see
-.Sx COMPACTION ) .
-Comma-separated spans, each a whole number and a unit
-.Pq Li ms , s , m , h , d ;
-milliseconds are for tests and simulations,
-each a multiple of the one before and the smallest at least two intervals, or
-.Li off ."#,
+        man: include_str!("options/compaction.mdoc"),
         default: Some(|| crate::compaction::DEFAULT_SPANS.to_string()),
         set: |a, v| {
             a.compaction = Some(text(v)?);
@@ -240,12 +224,7 @@ each a multiple of the one before and the smallest at least two intervals, or
             "GET it at most once a minute while polls and uploads succeed\n\
              (a dead-man's switch); never logged",
         )],
-        man: r#"persist: GET
-.Ar URL
-(a dead-man's switch such as healthchecks.io) at the first successful poll, then at most once
-a minute while polls and uploads succeed; its silence is the alarm.
-A slow service costs at most 5 s; a failing one is said once at WARN.
-The URL is never logged (it usually carries a secret)."#,
+        man: include_str!("options/heartbeat-url.mdoc"),
         set: |a, v| {
             a.heartbeat_url = Some(text(v)?);
             Ok(())
@@ -262,13 +241,7 @@ The URL is never logged (it usually carries a secret)."#,
             ),
             one(&[Verify], "only the point recover would choose for TIME"),
         ],
-        man: r#"Recover (or, for verify, check) the newest recovery point at or before
-.Ar TIME :
-RFC 3339
-.Pq Li 2026-11-25T21:04:05.123Z ,
-any offset and fraction) or Unix seconds
-.Pq Li 1764104645.123 .
-A time before the first recovery point is an error that names the first one."#,
+        man: include_str!("options/at-timestamp.mdoc"),
         set: |a, v| {
             a.at_timestamp = Some(text(v)?);
             Ok(())
@@ -296,13 +269,7 @@ A time before the first recovery point is an error that names the first one."#,
             "for boot: exit 0 doing nothing if PATH exists, or if the prefix holds\n\
              no recovery point yet (a first boot; said at WARN)",
         )],
-        man: r#"recover, for a restore at boot: exit 0 at once, asking nothing of S3, if
-.Ar PATH
-exists (a file or folder, even empty); exit 0, creating nothing, if the prefix holds no
-recovery point yet (a first boot: said at WARN, because on any other boot it means a wrong
-bucket or prefix); otherwise recover as usual (a disaster boot).
-Never replaces anything, so it cannot be given with
-.Fl \-force ."#,
+        man: include_str!("options/if-missing.mdoc"),
         set: |a, _| {
             a.if_missing = true;
             Ok(())
@@ -491,13 +458,7 @@ without it, the store's default key for the bucket."#,
             "S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n\
              else https://s3.REGION.amazonaws.com)",
         )],
-        man: r#"The S3 endpoint,
-.Li https://
-or
-.Li http:// .
-TLS certificates are verified against the Mozilla root store built into the binary, and a
-private CA's from
-.Ev AWS_CA_BUNDLE ."#,
+        man: include_str!("options/endpoint.mdoc"),
         set: |a, v| {
             a.endpoint = Some(text(v)?);
             Ok(())

@@ -41,6 +41,11 @@ pub(super) fn base64_4(b: [u8; 4]) -> String {
     out
 }
 
+/// A CRC-32 as `x-amz-checksum-crc32` carries it (base64 of its 4 big-endian bytes).
+pub fn crc32_base64(crc: u32) -> String {
+    base64_4(crc.to_be_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
