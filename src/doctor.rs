@@ -295,7 +295,7 @@ fn run_checks(req: &DoctorRequest, store: &Store, scratch: &str, checks: &mut Ve
         Err(_) => vec![first.clone()],
     };
     let (batch, single) = keys.split_at(keys.len().saturating_sub(1));
-    match store.delete_many(batch) {
+    match store.probe_delete_batch(batch) {
         Ok(refused) if refused.is_empty() => {
             say("batch delete", Verdict::Ok, "DeleteObjects".into())
         }
@@ -307,7 +307,7 @@ fn run_checks(req: &DoctorRequest, store: &Store, scratch: &str, checks: &mut Ve
         Err(e) => say(
             "batch delete",
             Verdict::Degraded,
-            format!("{e}: compaction's leftovers and retention are deleted one by one"),
+            format!("{e}: persist and prune delete one key per request instead"),
         ),
     };
     match single.first().map(|k| store.delete(k)) {

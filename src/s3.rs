@@ -145,6 +145,8 @@ pub struct Store {
     /// The refusal that set [`Checksums::Probing`], for the WARN if it was the header's.
     refusal: Mutex<Option<String>>,
     server_side: ServerSide,
+    /// The store refused DeleteObjects as a request it does not implement: keys go one by one.
+    single_deletes: std::sync::atomic::AtomicBool,
 }
 
 /// The checksum header's state: sent; left out for one attempt after a refusal that might be
@@ -228,6 +230,7 @@ impl Store {
             checksums: AtomicU8::new(Checksums::On as u8),
             refusal: Mutex::new(None),
             server_side: cfg.server_side.clone(),
+            single_deletes: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -468,7 +471,7 @@ impl ObjectStore for Store {
     }
 
     fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
-        retry(4, || self.delete_batch(keys))
+        self.delete_keys(keys)
     }
 
     fn requests_sent(&self) -> [u64; 4] {

@@ -221,3 +221,47 @@ fn storage_class_and_kms_encryption_on_every_object() {
         std::fs::read(&file).unwrap()
     );
 }
+
+/// A store without DeleteObjects (GCS's XML API): doctor says so (69), and persist deletes what
+/// compaction replaced one key per request, every point still recovering.
+#[test]
+fn a_store_without_batch_deletes_gets_single_ones() {
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 7, 0.0);
+    proxy
+        .config
+        .refuse_batch_delete
+        .store(true, Ordering::SeqCst);
+    let (code, out, err) = doctor(&s3, &proxy.endpoint(), &[]);
+    assert_eq!(code, Some(69), "{out}\n{err}");
+    assert_eq!(verdict(&out, "batch delete"), "degraded", "{out}");
+    assert_eq!(verdict(&out, "delete"), "ok", "{out}");
+
+    let work = Scratch::new("no-batch");
+    let file = work.path("log");
+    std::fs::write(&file, b"first\n").unwrap();
+    let mut cmd = s3.persist_cmd(&proxy.endpoint(), "nb", &file, "0.05");
+    cmd.args(["--compaction", "100ms,400ms"]);
+    let p = spawn(cmd);
+    for i in 0..30 {
+        s3.append_and_wait("nb", &file, format!("line {i}\n").as_bytes());
+    }
+    let out = p.terminate(std::time::Duration::from_secs(30));
+    assert!(out.status.success(), "{}", out.err());
+    assert!(
+        out.err().contains("does not take DeleteObjects"),
+        "{}",
+        out.err()
+    );
+    // Nothing a merged object holds is left behind (persist deletes before it stops).
+    let all = s3.ranges("nb");
+    assert!(all.iter().any(|o| o.merged), "{all:?}");
+    assert_eq!(s3.chain_ranges("nb").len(), all.len(), "{all:?}");
+    let restored = work.path("restored");
+    let out = s3.recover("nb", &restored, &[]);
+    assert!(out.status.success(), "{}", out.err());
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}

@@ -5,12 +5,41 @@ use rusty_s3::S3Action;
 use rusty_s3::actions::{DeleteObjectsResponse, ObjectIdentifier};
 
 use super::error::{check, net_error};
-use super::{PRESIGN_FOR, S3Error, Store};
+use std::sync::atomic::Ordering;
+
+use super::{ObjectStore, PRESIGN_FOR, S3Error, Store, retry};
 
 /// S3's limit of keys per DeleteObjects request.
 pub const MAX_BATCH: usize = 1000;
 
 impl Store {
+    /// Deletes `keys` (at most [`MAX_BATCH`]) in one DeleteObjects request, retried; on a
+    /// store that does not implement it, one key per request from then on (said once).
+    /// Returns the keys the store refused, with its code.
+    pub(super) fn delete_keys(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
+        if !self.single_deletes.load(Ordering::Relaxed) {
+            match retry(4, || self.delete_batch(keys)) {
+                Err(e) if no_batch_delete(&e) => {
+                    log::warn!(
+                        "the store does not take DeleteObjects ({e}): deleting one key per \
+                         request from now on"
+                    );
+                    self.single_deletes.store(true, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        let mut refused = Vec::new();
+        for k in keys {
+            match self.delete(k) {
+                Ok(()) | Err(S3Error::Status { status: 404, .. }) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => refused.push((k.clone(), e.code().unwrap_or("refused").to_string())),
+            }
+        }
+        Ok(refused)
+    }
+
     /// Deletes `keys` (at most [`MAX_BATCH`]); returns those the store refused, with its code.
     pub(super) fn delete_batch(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
         if keys.is_empty() {
@@ -47,4 +76,10 @@ impl Store {
             .map(|e| (e.key, e.code))
             .collect())
     }
+}
+
+/// A refusal of DeleteObjects itself (GCS's XML API has none), not of the keys in it.
+fn no_batch_delete(e: &S3Error) -> bool {
+    matches!(e.status(), Some(501 | 405))
+        || matches!(e.code(), Some("NotImplemented" | "MethodNotAllowed"))
 }

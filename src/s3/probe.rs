@@ -77,6 +77,11 @@ impl Store {
         answer(request.send(bytes).map_err(net_error))
     }
 
+    /// One DeleteObjects request, with no fallback to single deletes.
+    pub fn probe_delete_batch(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
+        self.delete_batch(keys)
+    }
+
     /// The region requests are signed for.
     pub fn region(&self) -> &str {
         self.bucket.region()

@@ -78,6 +78,14 @@ fn query_value(target: &str, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Whether a request target's query string has `name` (`?delete` or `?delete=`).
+fn has_query(target: &str, name: &str) -> bool {
+    target.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.split('=').next().is_some_and(|k| k.trim() == name))
+    })
+}
+
 pub struct Config {
     /// Probability, per request, of a fault (each kind equally likely).
     pub fault_rate: Mutex<f64>,
@@ -97,6 +105,8 @@ pub struct Config {
     /// Answer requests carrying `x-amz-checksum-crc32` with a 400 that names it, as a store
     /// that does not take checksums would.
     pub refuse_checksums: AtomicBool,
+    /// Answer DeleteObjects (`POST ?delete`) with 501 NotImplemented, as GCS's XML API does.
+    pub refuse_batch_delete: AtomicBool,
     /// Let this many object PUTs (the lease aside) through, then answer every further one
     /// with 503 SlowDown: a store that refuses the rest of a split upload.
     pub pass_object_puts: AtomicU64,
@@ -130,6 +140,7 @@ impl Proxy {
             strip_if_none_match: AtomicBool::new(false),
             corrupt_puts: AtomicU64::new(0),
             refuse_checksums: AtomicBool::new(false),
+            refuse_batch_delete: AtomicBool::new(false),
             pass_object_puts: AtomicU64::new(u64::MAX),
             lose_merged_answers: Mutex::new(0.0),
             rng: Mutex::new(seed | 1),
@@ -349,6 +360,16 @@ fn serve(
                 .entry(id.clone())
                 .or_default()
                 .insert(n.parse().unwrap_or(0), size);
+        }
+        if is_post
+            && has_query(&target, "delete")
+            && config.refuse_batch_delete.load(Ordering::SeqCst)
+        {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            let mut drain = vec![0u8; content_length];
+            reader.read_exact(&mut drain)?;
+            client.write_all(s3_error(501, "NotImplemented").as_bytes())?;
+            continue;
         }
         if let (true, Some(id)) = (is_post, &upload_id) {
             let parts = stats
