@@ -38,8 +38,10 @@ pub fn doctor(req: &DoctorRequest, store: &Store, out: &mut dyn Write) -> Result
     );
     let mut checks = Vec::new();
     run_checks(req, store, &scratch, &mut checks);
-    let left = cleanup(store, &scratch);
-    if let Some(why) = left {
+    // Scratch keys exist only once a PUT was tried (a store that refuses listing, say, never
+    // got that far: nothing to clean, and nothing to say about it).
+    let wrote = checks.iter().any(|c| c.name == "put");
+    if let Some(why) = wrote.then(|| cleanup(store, &scratch)).flatten() {
         checks.push(Check {
             name: "cleanup",
             verdict: Verdict::Degraded,

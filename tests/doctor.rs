@@ -265,3 +265,16 @@ fn a_store_without_batch_deletes_gets_single_ones() {
         std::fs::read(&file).unwrap()
     );
 }
+
+/// Credentials the store refuses: broken with 77, and nothing said about scratch keys that
+/// were never written.
+#[test]
+fn a_store_that_refuses_everything_is_broken_with_77() {
+    let s3 = S3::start();
+    let proxy = Proxy::start(s3.port, 7, 0.0);
+    proxy.set_canned(Some(common::proxy::s3_error(403, "AccessDenied")));
+    let (code, out, err) = doctor(&s3, &proxy.endpoint(), &[]);
+    assert_eq!(code, Some(77), "{out}\n{err}");
+    assert_eq!(verdict(&out, "bucket"), "broken", "{out}");
+    assert!(!out.contains("cleanup"), "{out}");
+}
