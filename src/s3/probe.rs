@@ -91,9 +91,15 @@ impl Store {
     /// credentials came from.
     pub fn probe_identity(&self) -> Result<(String, String), S3Error> {
         let creds = self.credentials.get()?;
-        let key = creds.key();
+        // By characters: a key id from the environment is the operator's text, not ASCII
+        // by promise.
+        let key: Vec<char> = creds.key().chars().collect();
         let short = match key.len() {
-            n if n > 8 => format!("{}…{}", &key[..4], &key[n - 4..]),
+            n if n > 8 => format!(
+                "{}…{}",
+                key[..4].iter().collect::<String>(),
+                key[n - 4..].iter().collect::<String>()
+            ),
             _ => "…".to_string(),
         };
         Ok((self.credentials.source().describe(), short))
