@@ -232,7 +232,7 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Listing {
     };
     for l in listed {
         let rel = l.key.strip_prefix(root).unwrap_or(&l.key);
-        if rel == crate::lease::LEASE_NAME {
+        if rel == crate::lease::LEASE_NAME || rel.starts_with(crate::lease::LISTED_MARKER) {
             continue;
         }
         if let Some(g) = layout::parse_dropping(rel) {

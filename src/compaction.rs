@@ -204,12 +204,33 @@ pub fn plan_parts(inputs: &[(u64, bool)]) -> Vec<Part> {
     parts
 }
 
-/// The inputs of [`plan_parts`] for objects of `lens` bytes, each a delta or not.
-pub fn copyable(lens_and_deltas: impl IntoIterator<Item = (u64, bool)>) -> Vec<(u64, bool)> {
+/// The inputs of [`plan_parts`] for objects of `lens` bytes, each a delta or not, on a store
+/// that copies parts (`store_copies`) or not (everything is sent).
+pub fn copyable(
+    lens_and_deltas: impl IntoIterator<Item = (u64, bool)>,
+    store_copies: bool,
+) -> Vec<(u64, bool)> {
     lens_and_deltas
         .into_iter()
-        .map(|(len, delta)| (len, !delta || len > SEND_AT_MOST))
+        .map(|(len, delta)| (len, store_copies && (!delta || len > SEND_AT_MOST)))
         .collect()
+}
+
+/// Where a merge of the objects of `lens` from `from` on starts on a store that copies no
+/// parts: every byte is sent again, so a merge takes in only as many of the newest inputs as
+/// fit in [`SEND_AT_MOST`] (the bytes a delta's first merge sends again anyway), and merged
+/// objects stop growing there. `None`: not even the newest one fits.
+pub fn merge_without_copies(lens: &[u64], from: usize) -> Option<usize> {
+    let mut sum = 0u64;
+    let mut start = lens.len();
+    for (i, &len) in lens.iter().enumerate().skip(from).rev() {
+        sum = sum.saturating_add(len);
+        if sum > SEND_AT_MOST {
+            break;
+        }
+        start = i;
+    }
+    (start < lens.len()).then_some(start)
 }
 
 #[cfg(test)]
@@ -302,7 +323,10 @@ mod tests {
     fn deltas_are_sent_again_once_merged_objects_copied() {
         const M: u64 = 1 << 20;
         // Three 6 MiB deltas and a merged object of 20 MiB: the deltas go in the last part.
-        let inputs = copyable([(20 * M, false), (6 * M, true), (6 * M, true), (6 * M, true)]);
+        let inputs = copyable(
+            [(20 * M, false), (6 * M, true), (6 * M, true), (6 * M, true)],
+            true,
+        );
         assert_eq!(
             plan_parts(&inputs),
             [
@@ -316,9 +340,27 @@ mod tests {
         );
         // A catch-up delta of 100 MiB is copied all the same.
         assert!(matches!(
-            plan_parts(&copyable([(100 * M, true)]))[0],
+            plan_parts(&copyable([(100 * M, true)], true))[0],
             Part::Copy { .. }
         ));
+    }
+
+    #[test]
+    fn without_copies_a_merge_takes_only_the_newest_inputs_that_fit() {
+        const M: u64 = 1 << 20;
+        assert_eq!(merge_without_copies(&[M, M, M], 0), Some(0));
+        assert_eq!(merge_without_copies(&[M, M, M], 2), Some(2));
+        assert_eq!(merge_without_copies(&[60 * M, 3 * M, 2 * M], 0), Some(1));
+        assert_eq!(merge_without_copies(&[60 * M, 4 * M], 0), Some(0));
+        assert_eq!(merge_without_copies(&[2 * M, 65 * M], 0), None);
+        assert_eq!(merge_without_copies(&[M], 1), None);
+        assert_eq!(merge_without_copies(&[], 0), None);
+        // Nothing is ever copied.
+        assert!(
+            copyable([(PART_MAX, false), (SEND_AT_MOST + 1, true)], false)
+                .iter()
+                .all(|&(_, c)| !c)
+        );
     }
 
     #[test]

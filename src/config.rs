@@ -401,8 +401,11 @@ fn store_config(
 
 /// An error as the operator reads it: its message, and its hint in terms of the options.
 pub fn describe(e: &Error) -> String {
-    let hint = match e.hint {
+    let hint = match &e.hint {
         None => return e.message.clone(),
+        Some(Hint::UseRegion(r)) => {
+            &format!("give --region {r} (and, if you give --endpoint, one in that region)")
+        }
         Some(Hint::CheckBucketAndPrefix) => "check --bucket and --prefix",
         Some(Hint::CheckBucket) => "check --bucket, or create the bucket",
         Some(Hint::GiveForce) => "or give --force to replace it",

@@ -198,6 +198,17 @@ fn run_checks(req: &DoctorRequest, store: &Store, scratch: &str, checks: &mut Ve
         Ok(a) => {
             let plain = store.put(&first, &mut &bytes[..], bytes.len() as u64, None);
             match plain {
+                Err(e) if e.refuses_server_side() => {
+                    say(
+                        "put",
+                        Verdict::Broken(Exit::Config),
+                        format!(
+                            "{e}: the store does not take the --storage-class or --sse given; \
+                             persist would stop with 78"
+                        ),
+                    );
+                    return;
+                }
                 Ok(()) => say(
                     "put",
                     Verdict::Degraded,
@@ -286,9 +297,12 @@ fn run_checks(req: &DoctorRequest, store: &Store, scratch: &str, checks: &mut Ve
         Ok(_) => say(
             "listed at once",
             Verdict::Degraded,
-            "a new key was missing from the next listing: list, status and a restarted \
-             persist may not see the newest objects for a while"
-                .into(),
+            format!(
+                "a new key was missing from the next listing: persist waits at each start \
+                 until its listing shows a key it wrote (up to {} s), and list, status and \
+                 recover see the newest points late",
+                crate::lease::LISTED_WITHIN.as_secs()
+            ),
         ),
         Err(e) => say("listed at once", broken(&e), e.to_string()),
     };
@@ -373,6 +387,15 @@ fn check_multipart(
             "the object put together is not what was sent: merges fail, and persist uploads \
              plain deltas instead (more objects per point)"
                 .into(),
+        ),
+        Err(e) if e.not_implemented() => say(
+            "multipart copy",
+            Verdict::Degraded,
+            format!(
+                "{e}: merged objects are sent from the file, each byte again at each merge, \
+                 and stop growing at {} MiB (more objects per point)",
+                crate::compaction::SEND_AT_MOST >> 20
+            ),
         ),
         Err(e) => say(
             "multipart copy",

@@ -39,9 +39,11 @@ pub struct Error {
     pub hint: Option<Hint>,
 }
 
-/// Advice that names command-line options; see `config::hint_words`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Advice that names command-line options; see `config::describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hint {
+    /// The store says the bucket is in this region.
+    UseRegion(String),
     /// Nothing found where the options point.
     CheckBucketAndPrefix,
     /// No such bucket.
@@ -70,6 +72,10 @@ impl Error {
 
     /// A failed S3 request, `what` naming the operation (and key) it was for.
     pub fn s3(what: &str, e: &S3Error) -> Error {
+        if let Some(region) = e.wrong_region() {
+            return Error::new(Exit::Config, format!("{what}: {e}"))
+                .with_hint(Hint::UseRegion(region.to_string()));
+        }
         let exit = match (e.status(), e.code()) {
             (_, Some("NoSuchBucket")) => Exit::NoInput,
             (_, Some("NoSuchKey")) => Exit::Data,

@@ -26,6 +26,11 @@ use crate::timestamp;
 
 /// The lease's key below the root.
 pub const LEASE_NAME: &str = "writer.lease";
+/// Below the root, the start of the marker key a starting writer waits to see listed (see
+/// `tail::listed`); readers skip such keys.
+pub const LISTED_MARKER: &str = "writer.listed.";
+/// How long a starting writer waits for its marker to be listed before it gives up.
+pub const LISTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -191,6 +196,7 @@ pub fn judge(
 pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) -> Result<()> {
     let key = format!("{root}{LEASE_NAME}");
     let s3err = |e| Error::s3(&format!("reading the writer lease {LEASE_NAME}"), &e);
+    let write_err = |e| Error::s3(&format!("writing the writer lease {LEASE_NAME}"), &e);
     let held = |holder: Option<Lease>| {
         Error::new(
             Exit::CantCreate,
@@ -209,7 +215,7 @@ pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) ->
         // A 412 here is a writer that started in the same moment, or our own earlier attempt
         // whose answer was lost: the read-back below tells which.
         Verdict::Free => {
-            retry(4, || store.put_if_absent(&key, mine.as_bytes())).map_err(s3err)?;
+            retry(4, || store.put_if_absent(&key, mine.as_bytes())).map_err(write_err)?;
         }
         Verdict::Stale(old, why) => {
             log::warn!(
@@ -220,7 +226,7 @@ pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) ->
             retry(4, || {
                 store.put(&key, &mut mine.as_bytes(), mine.len() as u64, None)
             })
-            .map_err(s3err)?;
+            .map_err(write_err)?;
         }
     }
     // Read back: on a store that ignores If-None-Match, a writer that started at the same

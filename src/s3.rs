@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 mod checksum;
@@ -37,7 +37,7 @@ pub use ping::Pinger;
 pub use retry::{Backoff, retry};
 pub use server_side::{ConfigError, ServerSide};
 
-use rusty_s3::actions::{ListObjectsV2, S3Action};
+use rusty_s3::actions::S3Action;
 use rusty_s3::{Bucket, UrlStyle};
 
 /// How long a presigned request stays valid. It is signed just before it is sent, and again for
@@ -107,6 +107,11 @@ pub trait ObjectStore: Sync {
             "this store cannot put {key} together"
         )))
     }
+    /// Whether [`Self::compose`] may copy pieces: `false` once the store refused UploadPartCopy
+    /// as a request it does not implement (merged objects are then sent whole).
+    fn copies_parts(&self) -> bool {
+        true
+    }
     fn delete(&self, key: &str) -> Result<(), S3Error>;
     /// Deletes up to [`MAX_BATCH`] keys in one request; returns those the store refused, with
     /// its error code. A key that does not exist counts as deleted.
@@ -146,7 +151,9 @@ pub struct Store {
     refusal: Mutex<Option<String>>,
     server_side: ServerSide,
     /// The store refused DeleteObjects as a request it does not implement: keys go one by one.
-    single_deletes: std::sync::atomic::AtomicBool,
+    single_deletes: AtomicBool,
+    /// The store refused UploadPartCopy as a request it does not implement.
+    no_part_copy: AtomicBool,
 }
 
 /// The checksum header's state: sent; left out for one attempt after a refusal that might be
@@ -230,7 +237,8 @@ impl Store {
             checksums: AtomicU8::new(Checksums::On as u8),
             refusal: Mutex::new(None),
             server_side: cfg.server_side.clone(),
-            single_deletes: std::sync::atomic::AtomicBool::new(false),
+            single_deletes: AtomicBool::new(false),
+            no_part_copy: AtomicBool::new(false),
         })
     }
 
@@ -290,54 +298,6 @@ impl Store {
             "the store refuses {CHECKSUM_HEADER} ({why}): uploading without it; damage in \
              transit is then found at recovery, by the CRC-32 in each object's key"
         );
-    }
-
-    /// Every page of a listing (each retried a few times), parsed by `parse`.
-    fn all_pages<T>(
-        &self,
-        prefix: &str,
-        folders: bool,
-        parse: fn(&str) -> listing::Page<T>,
-    ) -> Result<Vec<T>, S3Error> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = retry(4, || {
-                parse(&self.list_page(prefix, folders, token.as_deref())?)
-            })?;
-            out.extend(page.0);
-            match page.1 {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
-    }
-
-    /// One page of a listing, as the store's XML; with `folders`, of the folders below `prefix`.
-    fn list_page(
-        &self,
-        prefix: &str,
-        folders: bool,
-        token: Option<&str>,
-    ) -> Result<String, S3Error> {
-        let creds = self.credentials.get()?;
-        let mut action = ListObjectsV2::new(&self.bucket, Some(&creds));
-        action.with_prefix(prefix);
-        if folders {
-            action.with_delimiter("/");
-        }
-        if let Some(t) = token {
-            action.with_continuation_token(t);
-        }
-        let url = action.sign(PRESIGN_FOR);
-        self.sending(0);
-        let resp = self.agent.get(url.as_str()).call().map_err(net_error)?;
-        let mut resp = check(resp)?;
-        resp.body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()
-            .map_err(net_error)
     }
 }
 
@@ -488,5 +448,9 @@ impl ObjectStore for Store {
 
     fn compose(&self, key: &str, pieces: Vec<Piece<'_>>) -> Result<(), S3Error> {
         self.compose_object(key, pieces)
+    }
+
+    fn copies_parts(&self) -> bool {
+        !self.no_part_copy.load(Ordering::Relaxed)
     }
 }

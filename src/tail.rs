@@ -30,6 +30,7 @@ pub mod compaction;
 pub mod file;
 pub mod generation;
 pub mod held;
+mod listed;
 mod notify;
 pub mod proof;
 mod report;
@@ -140,7 +141,7 @@ impl From<UploadError> for TickError {
             // The store refuses what the options ask every write to carry: no retry mends
             // that, and a persist retrying it for ever would look alive while backing up
             // nothing.
-            UploadError::S3(e) if refuses_options(&e) => TickError::Fatal(Error::new(
+            UploadError::S3(e) if e.refuses_server_side() => TickError::Fatal(Error::new(
                 Exit::Config,
                 format!(
                     "the store refuses the uploads ({e}): check --storage-class, --sse and \
@@ -154,27 +155,26 @@ impl From<UploadError> for TickError {
     }
 }
 
-/// Whether an upload's refusal is of a server-side option (a storage class or an encryption
-/// key the store does not have), not of the bytes or the moment.
-fn refuses_options(e: &S3Error) -> bool {
-    e.code().is_some_and(|c| {
-        c == "InvalidStorageClass"
-            || c.starts_with("KMS.")
-            || c == "InvalidEncryptionAlgorithmError"
-    })
-}
-
 /// Runs `petrify persist` until SIGTERM, SIGINT or SIGHUP.
 pub fn persist(args: &PersistRequest, store: &dyn ObjectStore) -> Result<()> {
     // First of all, so that a stop requested while starting up is a clean stop too.
     signal::install();
     let root = args.place.root();
-    let found = bucket::survey(store, &root)?;
     preflight(&args.file)?;
     let lease = lease::Lease::mine(&args.file);
     lease::acquire(store, &root, &lease, &args.place.describe())?;
     let holding = lease::Holding::new(&root, &lease, &args.place.describe());
-    let result = follow(args, store, root.clone(), found, holding);
+    // What the bucket holds, as of now: read after the lease is ours, so that no writer
+    // can have added to it since.
+    let result = match listed::wait_listed(store, &root, &lease.id) {
+        Ok(true) => bucket::survey(store, &root)
+            .and_then(|found| follow(args, store, root.clone(), found, holding)),
+        Ok(false) => {
+            log::info!("stopped by {} while starting", signal::stop_signal_name());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
     lease::release(store, &root, &lease);
     result
 }

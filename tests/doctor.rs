@@ -220,6 +220,15 @@ fn storage_class_and_kms_encryption_on_every_object() {
         std::fs::read(&restored).unwrap(),
         std::fs::read(&file).unwrap()
     );
+
+    // doctor tries the options it is given: a class the store has, and one it has not.
+    let (code, out, err) = doctor(&s3, &s3.endpoint(), &["--storage-class", "STANDARD_IA"]);
+    assert_eq!(verdict(&out, "put"), "ok", "{out}\n{err}");
+    assert_ne!(code, Some(78), "{out}\n{err}");
+    let (code, out, err) = doctor(&s3, &s3.endpoint(), &["--storage-class", "NOSUCHCLASS"]);
+    assert_eq!(code, Some(78), "{out}\n{err}");
+    assert_eq!(verdict(&out, "put"), "broken", "{out}");
+    assert!(out.contains("--storage-class"), "{out}");
 }
 
 /// A store without DeleteObjects (GCS's XML API): doctor says so (69), and persist deletes what

@@ -198,6 +198,11 @@ pub fn man_numbers() -> String {
         ),
         ("keepentries", crate::tail::held::KEEP_ENTRIES.to_string()),
         ("partmin", mib(crate::compaction::PART_MIN)),
+        ("sendatmost", mib(crate::compaction::SEND_AT_MOST)),
+        (
+            "listedwithin",
+            crate::lease::LISTED_WITHIN.as_secs().to_string(),
+        ),
         ("range", mib(fetch::RANGE)),
         ("ranged", fetch::RANGED_AT_ONCE.to_string()),
         ("aheadbytes", mib(fetch::AHEAD_BYTES)),

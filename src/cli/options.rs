@@ -409,7 +409,7 @@ leave), 1 or more."#,
         name: "storage-class",
         value: Some("CLASS"),
         uses: &[one(
-            &[Persist],
+            &[Persist, CommandName::Doctor],
             "the S3 storage class of every object written (STANDARD_IA,\n\
              INTELLIGENT_TIERING, GLACIER_IR, ...; the store's default otherwise)",
         )],

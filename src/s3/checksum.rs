@@ -65,6 +65,7 @@ mod tests {
             code: Some(code.into()),
             message: Some(message.into()),
             skew_s: None,
+            region: None,
         };
         assert!(refuses_checksums(&e(
             400,

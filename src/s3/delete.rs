@@ -19,7 +19,7 @@ impl Store {
     pub(super) fn delete_keys(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
         if !self.single_deletes.load(Ordering::Relaxed) {
             match retry(4, || self.delete_batch(keys)) {
-                Err(e) if no_batch_delete(&e) => {
+                Err(e) if e.not_implemented() => {
                     log::warn!(
                         "the store does not take DeleteObjects ({e}): deleting one key per \
                          request from now on"
@@ -76,10 +76,4 @@ impl Store {
             .map(|e| (e.key, e.code))
             .collect())
     }
-}
-
-/// A refusal of DeleteObjects itself (GCS's XML API has none), not of the keys in it.
-fn no_batch_delete(e: &S3Error) -> bool {
-    matches!(e.status(), Some(501 | 405))
-        || matches!(e.code(), Some("NotImplemented" | "MethodNotAllowed"))
 }

@@ -24,6 +24,9 @@ pub enum S3Error {
         /// than [`SKEW_WORTH_SAYING_S`]: requests are signed with our clock, so a skewed one is
         /// refused, often in words that blame the credentials.
         skew_s: Option<i64>,
+        /// The region the store says the bucket is in, when it names one: the
+        /// `x-amz-bucket-region` header, or `<Region>`/`<Endpoint>` in the error.
+        region: Option<String>,
     },
     /// Something answered, but not like S3 does (HTML, garbage XML, wrong length).
     NotS3(String),
@@ -45,6 +48,51 @@ impl S3Error {
             }
             S3Error::NotS3(_) => false,
         }
+    }
+
+    /// A refusal of the request itself, as one the store does not implement (GCS's XML API
+    /// has no DeleteObjects, some stores no UploadPartCopy), rather than of what it names.
+    pub fn not_implemented(&self) -> bool {
+        matches!(self.status(), Some(501 | 405))
+            || matches!(self.code(), Some("NotImplemented" | "MethodNotAllowed"))
+    }
+
+    /// The region the store says to sign for, when it refused a request as signed for or sent
+    /// to another region (AWS: 301 PermanentRedirect, 400 AuthorizationHeaderMalformed or
+    /// AuthorizationQueryParametersError for a presigned request).
+    pub fn wrong_region(&self) -> Option<&str> {
+        match self {
+            S3Error::Status {
+                status,
+                code,
+                region: Some(r),
+                ..
+            } if matches!(status, 301 | 307)
+                || matches!(
+                    code.as_deref(),
+                    Some(
+                        "PermanentRedirect"
+                            | "AuthorizationHeaderMalformed"
+                            | "AuthorizationQueryParametersError"
+                            | "IllegalLocationConstraintException"
+                    )
+                )
+                || (code.as_deref() == Some("InvalidArgument") && *status == 400) =>
+            {
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+
+    /// A refusal of a server-side option (a storage class or an encryption key the store does
+    /// not have), not of the bytes or the moment.
+    pub fn refuses_server_side(&self) -> bool {
+        self.code().is_some_and(|c| {
+            c == "InvalidStorageClass"
+                || c.starts_with("KMS.")
+                || c == "InvalidEncryptionAlgorithmError"
+        })
     }
 
     pub fn code(&self) -> Option<&str> {
@@ -71,6 +119,7 @@ impl fmt::Display for S3Error {
                 code,
                 message,
                 skew_s,
+                ..
             } => {
                 write!(f, "S3 answered {status}")?;
                 if let Some(c) = code {
@@ -96,6 +145,9 @@ impl fmt::Display for S3Error {
                              signed with it: set the clock right (NTP)"
                         ),
                     };
+                }
+                if let Some(r) = self.wrong_region() {
+                    return write!(f, ": the bucket is in region {r}");
                 }
                 let hint = match (status, code.as_deref()) {
                     (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
@@ -143,6 +195,14 @@ pub(super) fn check(mut resp: Response<ureq::Body>) -> Result<Response<ureq::Bod
         .lossy_utf8(true)
         .read_to_string()
         .unwrap_or_default();
+    let region = resp
+        .headers()
+        .get("x-amz-bucket-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| xml_field(&body, "Region"))
+        .or_else(|| xml_field(&body, "Endpoint").and_then(|e| endpoint_region(&e)))
+        .filter(|r| is_region_name(r));
     let code = xml_field(&body, "Code");
     let message = xml_field(&body, "Message").map(|m| m.chars().take(200).collect());
     if code.is_none() && body.to_ascii_lowercase().contains("<html") {
@@ -155,7 +215,29 @@ pub(super) fn check(mut resp: Response<ureq::Body>) -> Result<Response<ureq::Bod
         code,
         message,
         skew_s,
+        region,
     })
+}
+
+/// The region in an AWS endpoint a redirect names (`bkt.s3.eu-west-3.amazonaws.com`,
+/// `s3-eu-west-3.amazonaws.com`); none in the global `s3.amazonaws.com`.
+fn endpoint_region(endpoint: &str) -> Option<String> {
+    let host = endpoint.split("://").last()?.split('/').next()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    let s3 = labels
+        .iter()
+        .position(|l| *l == "s3" || l.starts_with("s3-"))?;
+    let region = match labels[s3].strip_prefix("s3-") {
+        Some(r) => r,
+        None => labels.get(s3 + 1).filter(|l| **l != "amazonaws")?,
+    };
+    Some(region.to_string())
+}
+
+/// Whether `s` can be a region's name (letters, digits and dashes): it is printed in advice
+/// to pass on a command line.
+fn is_region_name(s: &str) -> bool {
+    (1..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The text of the first `<name>` element, its entities decoded.
@@ -259,6 +341,7 @@ mod tests {
             code: code.map(String::from),
             message: None,
             skew_s: None,
+            region: None,
         };
         assert!(st(503, Some("SlowDown")).is_transient());
         assert!(st(500, None).is_transient());
@@ -296,6 +379,7 @@ mod tests {
             code: Some(code.into()),
             message: None,
             skew_s,
+            region: None,
         };
         let m = e("RequestTimeTooSkewed", Some(-900)).to_string();
         assert!(m.contains("clock is 900s ahead of the server's"), "{m}");
@@ -304,5 +388,56 @@ mod tests {
         assert!(!m.contains("AWS_SECRET_ACCESS_KEY"), "{m}");
         let m = e("SignatureDoesNotMatch", None).to_string();
         assert!(m.contains("AWS_SECRET_ACCESS_KEY"), "{m}");
+    }
+
+    /// An answer as the store sends it, through [`check`].
+    fn answer(status: u16, header: Option<(&str, &str)>, body: &str) -> S3Error {
+        let mut b = ureq::http::Response::builder().status(status);
+        if let Some((k, v)) = header {
+            b = b.header(k, v);
+        }
+        let resp = b
+            .body(ureq::Body::builder().data(body.as_bytes().to_vec()))
+            .expect("a response");
+        check(resp).expect_err("an error status")
+    }
+
+    #[test]
+    fn the_region_a_store_names_is_read_from_each_of_its_answers() {
+        let presigned = "<Error><Code>AuthorizationQueryParametersError</Code><Message>Error \
+                         parsing the X-Amz-Credential parameter; the region 'us-east-1' is wrong; \
+                         expecting 'eu-west-3'</Message><Region>eu-west-3</Region></Error>";
+        let e = answer(400, None, presigned);
+        assert_eq!(e.wrong_region(), Some("eu-west-3"));
+        assert!(
+            e.to_string().ends_with("the bucket is in region eu-west-3"),
+            "{e}"
+        );
+        let e = answer(301, Some(("x-amz-bucket-region", "ap-south-1")), "");
+        assert_eq!(e.wrong_region(), Some("ap-south-1"));
+        let redirect = "<Error><Code>PermanentRedirect</Code><Message>use the endpoint\
+                        </Message><Endpoint>bkt.s3.eu-north-1.amazonaws.com</Endpoint></Error>";
+        assert_eq!(
+            answer(301, None, redirect).wrong_region(),
+            Some("eu-north-1")
+        );
+        // The global endpoint names no region: the old advice stands.
+        let global = redirect.replace("bkt.s3.eu-north-1.amazonaws.com", "s3.amazonaws.com");
+        let e = answer(301, None, &global);
+        assert_eq!(e.wrong_region(), None);
+        assert!(
+            e.to_string().contains("check the region and the endpoint"),
+            "{e}"
+        );
+        assert_eq!(
+            endpoint_region("s3-us-west-2.amazonaws.com").as_deref(),
+            Some("us-west-2")
+        );
+        // A region is named only where the store says it is the wrong one, and only when it
+        // is printable on a command line.
+        let denied = "<Error><Code>AccessDenied</Code><Region>eu-west-3</Region></Error>";
+        assert_eq!(answer(403, None, denied).wrong_region(), None);
+        let odd = "<Error><Code>AuthorizationHeaderMalformed</Code><Region>a b;rm</Region></Error>";
+        assert_eq!(answer(400, None, odd).wrong_region(), None);
     }
 }

@@ -1,8 +1,60 @@
-//! ListObjectsV2 answers, parsed: pure, and fuzzed (src/props.rs), because they are outside data.
+//! ListObjectsV2: the requests, page by page, and their answers parsed (the parsing is pure,
+//! and fuzzed in src/props.rs, because answers are outside data).
 
-use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
+use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response, S3Action};
 
-use super::S3Error;
+use super::error::{check, net_error};
+use super::{PRESIGN_FOR, S3Error, Store, retry};
+
+impl Store {
+    /// Every page of a listing (each retried a few times), parsed by `parse`.
+    pub(super) fn all_pages<T>(
+        &self,
+        prefix: &str,
+        folders: bool,
+        parse: fn(&str) -> Page<T>,
+    ) -> Result<Vec<T>, S3Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(4, || {
+                parse(&self.list_page(prefix, folders, token.as_deref())?)
+            })?;
+            out.extend(page.0);
+            match page.1 {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of a listing, as the store's XML; with `folders`, of the folders below `prefix`.
+    fn list_page(
+        &self,
+        prefix: &str,
+        folders: bool,
+        token: Option<&str>,
+    ) -> Result<String, S3Error> {
+        let creds = self.credentials.get()?;
+        let mut action = ListObjectsV2::new(&self.bucket, Some(&creds));
+        action.with_prefix(prefix);
+        if folders {
+            action.with_delimiter("/");
+        }
+        if let Some(t) = token {
+            action.with_continuation_token(t);
+        }
+        let url = action.sign(PRESIGN_FOR);
+        self.sending(0);
+        let resp = self.agent.get(url.as_str()).call().map_err(net_error)?;
+        let mut resp = check(resp)?;
+        resp.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .map_err(net_error)
+    }
+}
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,6 +43,7 @@ impl MemStore {
                 code: Some("SlowDown".into()),
                 message: None,
                 skew_s: None,
+                region: None,
             }),
             Err(_) => Ok(()),
         }
@@ -65,6 +66,7 @@ impl MemStore {
             code: Some("NoSuchKey".into()),
             message: None,
             skew_s: None,
+            region: None,
         }
     }
 }
@@ -133,6 +135,7 @@ impl ObjectStore for MemStore {
                 code: Some("BadDigest".into()),
                 message: None,
                 skew_s: None,
+                region: None,
             });
         }
         if let Ok(mut o) = self.objects.lock() {
@@ -212,6 +215,7 @@ impl ObjectStore for MemStore {
                                 code: Some("InvalidRange".into()),
                                 message: None,
                                 skew_s: None,
+                                region: None,
                             })?;
                     out.extend_from_slice(bytes);
                 }
@@ -230,6 +234,7 @@ impl ObjectStore for MemStore {
                     code: Some("EntityTooSmall".into()),
                     message: None,
                     skew_s: None,
+                    region: None,
                 });
             }
         }

@@ -4,6 +4,7 @@
 //! (rusty-s3 signs what is in `headers_mut()`), as S3 requires of `x-amz-` headers.
 
 use std::io::Read;
+use std::sync::atomic::Ordering;
 
 use rusty_s3::S3Action;
 
@@ -91,17 +92,31 @@ impl Store {
                         .headers_mut()
                         .insert("x-amz-copy-source-range", range.clone());
                     let url = action.sign(PRESIGN_FOR);
-                    let mut resp = check(
-                        self.agent
-                            .put(url.as_str())
-                            .header("x-amz-copy-source", &source)
-                            .header("x-amz-copy-source-range", &range)
-                            .send_empty()
-                            .map_err(net_error)?,
-                    )?;
-                    // A copy can fail after its 200 has been sent: the error is in the body.
-                    let text = read_text(&mut resp)?;
-                    xml_etag(&text).ok_or_else(|| copy_failed(&text))?
+                    let copied = self
+                        .agent
+                        .put(url.as_str())
+                        .header("x-amz-copy-source", &source)
+                        .header("x-amz-copy-source-range", &range)
+                        .send_empty()
+                        .map_err(net_error)
+                        .and_then(check)
+                        // A copy can fail after its 200 has been sent: the error is in the body.
+                        .and_then(|mut resp| read_text(&mut resp))
+                        .and_then(|text| xml_etag(&text).ok_or_else(|| copy_failed(&text)));
+                    match copied {
+                        Err(e) if e.not_implemented() => {
+                            if !self.no_part_copy.swap(true, Ordering::Relaxed) {
+                                log::warn!(
+                                    "the store does not take UploadPartCopy ({e}): merges send \
+                                     every byte again from the file from now on, and stop at \
+                                     {} MiB (more objects per recovery point)",
+                                    crate::compaction::SEND_AT_MOST >> 20
+                                );
+                            }
+                            return Err(e);
+                        }
+                        copied => copied?,
+                    }
                 }
                 Piece::Send { body, len } => {
                     let url = action.sign(PRESIGN_FOR);
@@ -178,6 +193,7 @@ fn copy_failed(text: &str) -> S3Error {
             code: Some(code),
             message: tag("Message"),
             skew_s: None,
+            region: None,
         },
         None => S3Error::NotS3("a copy or completion answered without a result".into()),
     }

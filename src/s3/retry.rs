@@ -102,6 +102,7 @@ mod tests {
                 code: None,
                 message: None,
                 skew_s: None,
+                region: None,
             })
         });
         assert!(r.is_err());

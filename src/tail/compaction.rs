@@ -44,6 +44,27 @@ impl Uploader<'_> {
         m: &Merge<'_>,
         done: &mut Witness,
     ) -> Result<Held, UploadError> {
+        let copies = self.store.copies_parts();
+        match self.put_merged_once(m, done, copies) {
+            // The store has just refused to copy: once more, sending every byte, if that
+            // merge is one persist makes without copies.
+            Err(UploadError::S3(e)) if copies && !self.store.copies_parts() => {
+                let lens: Vec<u64> = m.inputs.iter().map(Held::len).collect();
+                match compaction::merge_without_copies(&lens, 0) {
+                    Some(0) => self.put_merged_once(m, done, false),
+                    _ => Err(UploadError::S3(e)),
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn put_merged_once(
+        &mut self,
+        m: &Merge<'_>,
+        done: &mut Witness,
+        copies: bool,
+    ) -> Result<Held, UploadError> {
         let (start, end) = m.new;
         let Some(first) = m.inputs.first() else {
             return Err(UploadError::Read(io::Error::other("nothing to merge")));
@@ -67,6 +88,7 @@ impl Uploader<'_> {
             m.inputs
                 .iter()
                 .map(|h| (h.len(), h.object.kind != Kind::Merged)),
+            copies,
         ));
         // Bytes sent from the file must still be the ones in the bucket.
         for p in &parts {

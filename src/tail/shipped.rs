@@ -240,7 +240,14 @@ impl Shipped {
             return None;
         }
         let firsts: Vec<u64> = self.held.iter().map(|h| h.first_ms).collect();
-        compaction::merge_from(&firsts, last.last_ms, time_ms, spans)
+        let from = compaction::merge_from(&firsts, last.last_ms, time_ms, spans)?;
+        match s.up.store.copies_parts() {
+            true => Some(from),
+            false => {
+                let lens: Vec<u64> = self.held.iter().map(Held::len).collect();
+                compaction::merge_without_copies(&lens, from)
+            }
+        }
     }
 
     /// Bytes on disk not uploaded yet.

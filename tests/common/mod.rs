@@ -1,11 +1,13 @@
 //! Test harness, by concern: `process` (scratch folders, child processes stopped by PID,
 //! polling), `s3` (a real s3s-fs server and the test's view of the bucket), `redis` (a real
 //! redis-server 7), `resp` (a small Redis protocol client), `proxy` (a fault-injecting HTTP
-//! proxy). Every process started here is stopped by PID when its guard drops.
+//! proxy), `quirks` (other stores' ways, as the proxy plays them). Every process started here
+//! is stopped by PID when its guard drops.
 #![allow(dead_code)]
 
 pub mod process;
 pub mod proxy;
+pub mod quirks;
 pub mod redis;
 pub mod resp;
 pub mod s3;

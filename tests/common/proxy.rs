@@ -107,6 +107,13 @@ pub struct Config {
     pub refuse_checksums: AtomicBool,
     /// Answer DeleteObjects (`POST ?delete`) with 501 NotImplemented, as GCS's XML API does.
     pub refuse_batch_delete: AtomicBool,
+    /// Answer UploadPartCopy with 501 NotImplemented: a store without multipart copies.
+    pub refuse_part_copy: AtomicBool,
+    /// The bucket's region: requests signed for another get AWS's answer naming it.
+    pub bucket_region: Mutex<Option<String>>,
+    /// Listings leave out keys written through the proxy less than this long ago.
+    pub list_lag: Mutex<Option<Duration>>,
+    written: super::quirks::Written,
     /// Let this many object PUTs (the lease aside) through, then answer every further one
     /// with 503 SlowDown: a store that refuses the rest of a split upload.
     pub pass_object_puts: AtomicU64,
@@ -141,6 +148,10 @@ impl Proxy {
             corrupt_puts: AtomicU64::new(0),
             refuse_checksums: AtomicBool::new(false),
             refuse_batch_delete: AtomicBool::new(false),
+            refuse_part_copy: AtomicBool::new(false),
+            bucket_region: Mutex::new(None),
+            list_lag: Mutex::new(None),
+            written: Default::default(),
             pass_object_puts: AtomicU64::new(u64::MAX),
             lose_merged_answers: Mutex::new(0.0),
             rng: Mutex::new(seed | 1),
@@ -361,6 +372,26 @@ fn serve(
                 .or_default()
                 .insert(n.parse().unwrap_or(0), size);
         }
+        let region = config.bucket_region.lock().unwrap().clone();
+        let signed_for = super::quirks::credential_region(&target);
+        if let (Some(region), Some(signed_for)) = (region, signed_for)
+            && region != signed_for
+        {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            let mut drain = vec![0u8; content_length];
+            reader.read_exact(&mut drain)?;
+            let is_head = head.starts_with(b"HEAD ");
+            let answer = super::quirks::wrong_region(is_head, &signed_for, &region);
+            client.write_all(answer.as_bytes())?;
+            continue;
+        }
+        if is_copy && config.refuse_part_copy.load(Ordering::SeqCst) {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            let mut drain = vec![0u8; content_length];
+            reader.read_exact(&mut drain)?;
+            client.write_all(s3_error(501, "NotImplemented").as_bytes())?;
+            continue;
+        }
         if is_post
             && has_query(&target, "delete")
             && config.refuse_batch_delete.load(Ordering::SeqCst)
@@ -488,6 +519,19 @@ fn serve(
         up.write_all(&body)?;
         let mut resp = Vec::new();
         up.read_to_end(&mut resp)?;
+        if let Some(lag) = *config.list_lag.lock().unwrap() {
+            let written =
+                (is_put && upload_id.is_none() && !is_copy) || (is_post && upload_id.is_some());
+            match super::quirks::path_key(&target) {
+                Some(key) if written && super::quirks::succeeded(&resp) => {
+                    config.written.record(key)
+                }
+                None if head.starts_with(b"GET ") && has_query(&target, "list-type") => {
+                    resp = super::quirks::hide_keys(&resp, |k| config.written.recent(k, lag));
+                }
+                _ => {}
+            }
+        }
         if lose_answer {
             stats.faults.fetch_add(1, Ordering::SeqCst);
             return client.shutdown(Shutdown::Both);

@@ -169,14 +169,14 @@ impl S3 {
                 .into_iter()
                 .filter_map(|k| k.strip_prefix(&root).map(str::to_string))
                 .collect();
-            out.retain(|k| k != "writer.lease");
+            out.retain(|k| k != "writer.lease" && !k.starts_with("writer.listed."));
             out.sort();
             return out;
         }
         let root = self.dir.path(BUCKET).join(prefix).join("petrify-v1");
         let mut out = Vec::new();
         walk(&root, &root, &mut out);
-        out.retain(|k| k != "writer.lease");
+        out.retain(|k| k != "writer.lease" && !k.starts_with("writer.listed."));
         out.sort();
         out
     }
