@@ -161,6 +161,12 @@ pub fn persist(args: &PersistRequest, store: &dyn ObjectStore) -> Result<()> {
     signal::install();
     let root = args.place.root();
     preflight(&args.file)?;
+    // The bucket must be there before anything is written: some stores (s3s-fs) make one at
+    // the first PUT. One short listing, which also says at once when the credentials or the
+    // region are wrong.
+    store
+        .list_folders(&root)
+        .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
     let lease = lease::Lease::mine(&args.file);
     lease::acquire(store, &root, &lease, &args.place.describe())?;
     let holding = lease::Holding::new(&root, &lease, &args.place.describe());
