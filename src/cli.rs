@@ -86,6 +86,9 @@ pub struct Args {
     pub storage_class: Option<String>,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
+    pub lock_days: Option<String>,
+    pub lock_mode: Option<String>,
+    pub bucket_time: Option<String>,
 }
 
 /// What the command line asks for.

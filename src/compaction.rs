@@ -315,6 +315,48 @@ mod tests {
         assert!(most >= 25, "{most}: the simulation is not what it claims");
     }
 
+    /// What a day at one point a second costs when nothing can be deleted (a bucket with
+    /// Object Lock keeps every replaced version until its date; a key without DeleteObject
+    /// leaves them): objects and bytes written, against what stays once replaced objects are
+    /// deleted. `cargo test --bin petrify a_day_of_locked_objects -- --nocapture` prints them.
+    #[test]
+    fn a_day_of_locked_objects() {
+        let spans = Spans::parse(DEFAULT_SPANS).unwrap().unwrap();
+        let start = 1_764_000_000 * S + 123;
+        let per_point = 1u64 << 10; // 1 KiB a second
+        let mut held: Vec<(u64, u64, u64)> = Vec::new(); // (first, last, bytes)
+        let (mut puts, mut deletes, mut written) = (0u64, 0u64, 0u64);
+        for k in 0..86_400u64 {
+            let now = start + k * S;
+            let firsts: Vec<u64> = held.iter().map(|h| h.0).collect();
+            let last = held.last().map_or(0, |h| h.1);
+            puts += 1;
+            match merge_from(&firsts, last, now, &spans) {
+                Some(i) if !held.is_empty() => {
+                    let merged: u64 = held[i..].iter().map(|h| h.2).sum::<u64>() + per_point;
+                    deletes += (held.len() - i) as u64;
+                    written += merged;
+                    let first = held[i].0;
+                    held.truncate(i);
+                    held.push((first, now, merged));
+                }
+                _ => {
+                    written += per_point;
+                    held.push((now, now, per_point));
+                }
+            }
+        }
+        let live: u64 = held.iter().map(|h| h.2).sum();
+        eprintln!(
+            "a day at 1 KiB a second: {puts} PUTs, {deletes} deletions (delete markers when \
+             locked); {live} bytes kept when replaced objects are deleted, {written} bytes \
+             ({:.1}x) while they are locked",
+            written as f64 / live as f64
+        );
+        assert_eq!(live, 86_400 * per_point);
+        assert!(written > 2 * live && written < 12 * live);
+    }
+
     fn all(lens: &[u64]) -> Vec<(u64, bool)> {
         lens.iter().map(|&l| (l, true)).collect()
     }

@@ -3,7 +3,6 @@
 //! fault. Below this layer errors are typed or in plain words; option names live here and in
 //! `cli`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::bucket::Place;
@@ -13,19 +12,25 @@ use crate::error::{Error, Exit, Hint, Result};
 use crate::list::{ListRequest, Window};
 use crate::prune::PruneRequest;
 use crate::recover::RecoverRequest;
-use crate::s3::{ConfigError, ServerSide, StoreConfig};
+use crate::s3::StoreConfig;
 use crate::status::StatusRequest;
 use crate::tail::{PersistRequest, upload};
 use crate::timestamp::{self, BadTime};
 use crate::verify::VerifyRequest;
 
 mod credentials;
+mod store;
+
+pub use store::store_error;
+use store::{server_side, store_config};
 
 /// A command, ready to run, and the store it runs against.
 #[derive(Debug)]
 pub struct Command {
     pub run: Run,
     pub store: StoreConfig,
+    /// `--bucket-time`: read the bucket as it was then (Unix milliseconds).
+    pub as_of: Option<u64>,
 }
 
 /// What to run.
@@ -160,6 +165,10 @@ pub fn resolve(
             window: window(&args.since, &args.until, &args.last)?,
         }),
     };
+    let server_side = server_side(
+        (args.storage_class, args.sse, args.sse_kms_key_id),
+        (args.lock_days, args.lock_mode),
+    )?;
     let mut store = store_config(
         &place.bucket,
         args.endpoint,
@@ -167,8 +176,13 @@ pub fn resolve(
         args.path_style,
         env,
     )?;
-    store.server_side = server_side(args.storage_class, args.sse, args.sse_kms_key_id)?;
-    Ok(Command { run, store })
+    store.server_side = server_side;
+    let as_of = args
+        .bucket_time
+        .as_deref()
+        .map(|t| parse_time("bucket-time", t))
+        .transpose()?;
+    Ok(Command { run, store, as_of })
 }
 
 /// Prefixes are limited to what every store keeps as written: S3's "safe characters" (some
@@ -321,84 +335,6 @@ fn max_object(env: impl Fn(&str) -> Option<String>) -> Result<u64> {
     }
 }
 
-/// `--storage-class`, `--sse` and `--sse-kms-key-id`, checked.
-fn server_side(
-    storage_class: Option<String>,
-    sse: Option<String>,
-    kms_key: Option<String>,
-) -> Result<ServerSide> {
-    if let Some(c) = &storage_class {
-        let word = |c: &str| {
-            !c.is_empty()
-                && c.len() <= 64
-                && c.bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        };
-        if !word(c) {
-            return Err(usage_msg(format!(
-                "--storage-class {c:?}: give a class as the store names it, in capitals \
-                 (STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR)"
-            )));
-        }
-        if matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE") {
-            return Err(usage_msg(format!(
-                "--storage-class {c}: objects in it must be restored before every GET, which \
-                 makes a recovery wait hours; use GLACIER_IR (instant retrieval)"
-            )));
-        }
-    }
-    match sse.as_deref() {
-        None | Some("AES256" | "aws:kms" | "aws:kms:dsse") => {}
-        Some(other) => {
-            return Err(usage_msg(format!(
-                "--sse {other:?}: give AES256 or aws:kms"
-            )));
-        }
-    }
-    if kms_key.is_some() && !sse.as_deref().is_some_and(|s| s.starts_with("aws:kms")) {
-        return Err(usage_msg("--sse-kms-key-id needs --sse aws:kms"));
-    }
-    Ok(ServerSide {
-        storage_class,
-        sse,
-        sse_kms_key_id: kms_key,
-    })
-}
-
-/// Resolves endpoint, region and credentials from the options and the environment.
-fn store_config(
-    bucket: &str,
-    endpoint: Option<String>,
-    region: Option<String>,
-    path_style: bool,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<StoreConfig> {
-    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
-    let profile = credentials::profile(&nonempty).map_err(|why| Error::new(Exit::Config, why))?;
-    let region = region
-        .or_else(|| nonempty("AWS_REGION"))
-        .or_else(|| nonempty("AWS_DEFAULT_REGION"))
-        .or_else(|| profile.region.clone())
-        .unwrap_or_else(|| "us-east-1".into());
-    let endpoint = endpoint
-        .or_else(|| nonempty("AWS_ENDPOINT_URL_S3"))
-        .or_else(|| nonempty("AWS_ENDPOINT_URL"))
-        .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-    let credentials = credentials::source(&nonempty, &profile, &region)
-        .map_err(|why| Error::new(Exit::Config, why))?;
-    Ok(StoreConfig {
-        server_side: ServerSide::default(),
-        endpoint,
-        region,
-        bucket: bucket.to_string(),
-        path_style: path_style.then_some(true),
-        credentials,
-        ca_bundle: nonempty("AWS_CA_BUNDLE")
-            .or_else(|| nonempty("SSL_CERT_FILE"))
-            .map(PathBuf::from),
-    })
-}
-
 /// An error as the operator reads it: its message, and its hint in terms of the options.
 pub fn describe(e: &Error) -> String {
     let hint = match &e.hint {
@@ -417,34 +353,6 @@ pub fn describe(e: &Error) -> String {
         ": "
     };
     format!("{}{sep}{hint}", e.message)
-}
-
-/// Words for a store configuration that cannot address its bucket.
-pub fn store_error(e: &ConfigError, cfg: &StoreConfig) -> Error {
-    let m = match e {
-        ConfigError::NotAUrl(why) => {
-            format!("--endpoint {:?} is not a URL ({why})", cfg.endpoint)
-        }
-        ConfigError::UnsupportedScheme => "--endpoint must start with https:// or http://".into(),
-        ConfigError::MissingHost => "--endpoint has no host".into(),
-        ConfigError::BucketNotAddressable => format!(
-            "bucket {:?} cannot be addressed at this endpoint (try --path-style)",
-            cfg.bucket
-        ),
-        ConfigError::CaBundle(why) => {
-            return Error::new(
-                Exit::Config,
-                format!("{why} (AWS_CA_BUNDLE or SSL_CERT_FILE)"),
-            );
-        }
-        ConfigError::NoCredentials(why) => {
-            return Error::new(
-                Exit::Config,
-                format!("no credentials from {}: {why}", cfg.credentials.describe()),
-            );
-        }
-    };
-    usage_msg(m)
 }
 
 #[cfg(test)]

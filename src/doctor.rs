@@ -346,7 +346,8 @@ fn check_multipart(
 ) {
     let source = format!("{scratch}copy-source");
     let big = vec![b'p'; COPY_SOURCE];
-    if let Err(e) = store.put(&source, &mut &big[..], big.len() as u64, None) {
+    let crc = Some(crc32fast::hash(&big));
+    if let Err(e) = store.put(&source, &mut &big[..], big.len() as u64, crc) {
         say("multipart copy", Verdict::Degraded, format!("{e}"));
         return;
     }
@@ -359,10 +360,12 @@ fn check_multipart(
                 key: source.clone(),
                 from: 0,
                 to: big.len() as u64,
+                crc: Some(crc32fast::hash(&big)),
             },
             Piece::Send {
                 body: &mut &tail[..],
                 len: tail.len() as u64,
+                crc: Some(crc32fast::hash(tail)),
             },
         ],
     );
@@ -412,10 +415,12 @@ fn check_multipart(
             Piece::Send {
                 body: &mut &b"a"[..],
                 len: 1,
+                crc: Some(crc32fast::hash(b"a")),
             },
             Piece::Send {
                 body: &mut &b"b"[..],
                 len: 1,
+                crc: Some(crc32fast::hash(b"b")),
             },
         ],
     );

@@ -49,6 +49,9 @@ pub struct Lease {
     /// The holder's PID namespace (the inode of `/proc/self/ns/pid`): its pid means something
     /// only inside that namespace.
     pub pidns: Option<String>,
+    /// `false` once the store refused the holder's deletions (a key without DeleteObject):
+    /// `petrify prune` with a key that may delete then runs beside it.
+    pub deletes: bool,
 }
 
 /// What the system says of a running process.
@@ -71,6 +74,7 @@ impl Lease {
             boot: boot_id(),
             started: proc_info(pid).map(|p| p.started),
             pidns: pid_namespace(),
+            deletes: true,
         }
     }
 
@@ -88,6 +92,9 @@ impl Lease {
         if let Some(n) = &self.pidns {
             s.push_str(&format!("pidns {n}\n"));
         }
+        if !self.deletes {
+            s.push_str("deletes no\n");
+        }
         // Last: a file name may hold spaces.
         s.push_str(&format!("file {}\n", self.file));
         s
@@ -100,6 +107,7 @@ impl Lease {
         }
         let (mut host, mut pid, mut since, mut id, mut file) = (None, None, None, None, None);
         let (mut boot, mut started, mut pidns) = (None, None, None);
+        let mut deletes = true;
         for l in lines {
             let (k, v) = l.split_once(' ')?;
             match k {
@@ -111,6 +119,7 @@ impl Lease {
                 "boot" => boot = Some(v.to_string()),
                 "started" => started = v.parse().ok(),
                 "pidns" => pidns = Some(v.to_string()),
+                "deletes" => deletes = v != "no",
                 _ => {}
             }
         }
@@ -123,6 +132,7 @@ impl Lease {
             boot,
             started,
             pidns,
+            deletes,
         })
     }
 
@@ -224,7 +234,8 @@ pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) ->
                 old.describe()
             );
             retry(4, || {
-                store.put(&key, &mut mine.as_bytes(), mine.len() as u64, None)
+                let crc = crc32fast::hash(mine.as_bytes());
+                store.put(&key, &mut mine.as_bytes(), mine.len() as u64, Some(crc))
             })
             .map_err(write_err)?;
         }
@@ -241,12 +252,24 @@ pub fn acquire(store: &dyn ObjectStore, root: &str, me: &Lease, where_: &str) ->
     Ok(())
 }
 
+/// Whether the prefix's lease is held by a writer that says the store refuses its deletions.
+pub fn holder_cannot_delete(store: &dyn ObjectStore, root: &str) -> bool {
+    let key = format!("{root}{LEASE_NAME}");
+    retry(4, || store.get_small(&key))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| Lease::parse(&t))
+        .is_some_and(|l| !l.deletes)
+}
+
 /// How often a running persist makes sure, while it uploads, that the lease is still its own.
 pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The lease a running persist holds, and when it last made sure of it.
 pub struct Holding {
     key: String,
+    me: Lease,
     mine: String,
     where_: String,
     checked: Option<std::time::Instant>,
@@ -258,9 +281,36 @@ impl Holding {
     pub fn new(root: &str, me: &Lease, where_: &str) -> Holding {
         Holding {
             key: format!("{root}{LEASE_NAME}"),
+            me: me.clone(),
             mine: me.render(),
             where_: where_.to_string(),
             checked: None,
+        }
+    }
+
+    /// Says in the lease that the store refuses this writer's deletions, once it is sure the
+    /// lease is still its own; best effort (a prune then finds the lease held, as before).
+    pub fn say_cannot_delete(&mut self, store: &dyn ObjectStore) {
+        if !self.me.deletes || !matches!(self.confirm(store), Ok(Ok(()))) {
+            return;
+        }
+        let me = Lease {
+            deletes: false,
+            ..self.me.clone()
+        };
+        let text = me.render();
+        let crc = crc32fast::hash(text.as_bytes());
+        match store.put(
+            &self.key,
+            &mut text.as_bytes(),
+            text.len() as u64,
+            Some(crc),
+        ) {
+            Ok(()) => {
+                self.mine = text;
+                self.me = me;
+            }
+            Err(e) => log::debug!("could not say in the writer lease that it cannot delete: {e}"),
         }
     }
 
@@ -306,8 +356,20 @@ impl Holding {
 /// is taken over by the next start on this host.
 pub fn release(store: &dyn ObjectStore, root: &str, me: &Lease) {
     let key = format!("{root}{LEASE_NAME}");
+    // Ours but for `deletes`, which the holder may have rewritten since.
+    let ours = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(Lease::parse)
+            .is_some_and(|l| {
+                Lease {
+                    deletes: me.deletes,
+                    ..l
+                } == *me
+            })
+    };
     match store.get_small(&key) {
-        Ok(Some(b)) if b == me.render().as_bytes() => {
+        Ok(Some(b)) if ours(&b) => {
             if let Err(e) = store.delete(&key) {
                 log::warn!("could not remove the writer lease: {e}");
             }

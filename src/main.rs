@@ -31,7 +31,7 @@ mod verify;
 use std::process::ExitCode;
 
 use config::Run;
-use error::Result;
+use error::{Error, Exit, Result};
 
 fn main() -> ExitCode {
     let journal = stderr_is_journal();
@@ -112,13 +112,49 @@ fn run(argv0: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let command = config::resolve(name, args, |k| std::env::var(k).ok())?;
     let store =
         s3::Store::new(&command.store).map_err(|e| config::store_error(&e, &command.store))?;
+    // `--bucket-time`: the readers read the bucket as it was, through the same seam.
+    let as_of = match command.as_of {
+        Some(t) => Some(as_it_was(&store, &command.store.bucket, t)?),
+        None => None,
+    };
+    let view: &dyn s3::ObjectStore = match &as_of {
+        Some(v) => v,
+        None => &store,
+    };
     match &command.run {
         Run::Persist(p) => tail::persist(p, &store),
-        Run::Recover(r) => recover::recover(r, &store),
-        Run::Status(req) => status::status(req, &store, &mut std::io::stdout().lock()),
+        Run::Recover(r) => recover::recover(r, view),
+        Run::Status(req) => status::status(req, view, &mut std::io::stdout().lock()),
         Run::Prune(req) => prune::prune(req, &store, &mut std::io::stdout().lock()),
-        Run::Verify(req) => verify::verify(req, &store, &mut std::io::stdout().lock()),
-        Run::List(req) => list::list(req, &store, &mut std::io::stdout().lock()),
+        Run::Verify(req) => verify::verify(req, view, &mut std::io::stdout().lock()),
+        Run::List(req) => list::list(req, view, &mut std::io::stdout().lock()),
         Run::Doctor(req) => doctor::doctor(req, &store, &mut std::io::stdout().lock()),
     }
+}
+
+/// The bucket as it was at `at_ms`, if it keeps versions.
+fn as_it_was<'a>(store: &'a s3::Store, bucket: &str, at_ms: u64) -> Result<s3::AsOf<'a>> {
+    let keeps = match store.keeps_versions() {
+        Ok(k) => k,
+        // A store without versioning at all (s3s-fs answers 501).
+        Err(e) if e.not_implemented() => false,
+        Err(e) => {
+            return Err(Error::s3(
+                &format!("reading the versioning of bucket {bucket}"),
+                &e,
+            ));
+        }
+    };
+    if !keeps {
+        return Err(Error::new(
+            Exit::Config,
+            format!(
+                "bucket {bucket} keeps no versions, so --bucket-time has no past to read: enable \
+                 versioning on it (aws s3api put-bucket-versioning --bucket {bucket} \
+                 --versioning-configuration Status=Enabled); it keeps what is overwritten or \
+                 deleted from then on"
+            ),
+        ));
+    }
+    Ok(s3::AsOf::new(store, at_ms))
 }

@@ -35,6 +35,9 @@ pub struct PrunePlan {
     pub drop: Vec<Generation>,
     pub objects: usize,
     pub bytes: u64,
+    /// Objects of the generations kept that merged objects replaced (a persist whose key may
+    /// not delete leaves them): no point needs them.
+    pub replaced: Vec<ObjectKey>,
 }
 
 /// The plan for keeping what `cutoff_ms` and later need. Points are taken in list order
@@ -61,7 +64,13 @@ pub fn plan(gens: &[Generation], dropping: &[Generation], cutoff_ms: u64) -> Pru
         .collect();
     drop.sort_by_key(|g| g.id);
     let gone: BTreeSet<GenId> = drop.iter().map(|g| g.id).collect();
+    let replaced = gens
+        .iter()
+        .filter(|g| !gone.contains(&g.id))
+        .flat_map(|g| g.hidden.iter().cloned())
+        .collect();
     PrunePlan {
+        replaced,
         oldest_kept: kept.first().map(|p| **p),
         kept_points: kept.len(),
         dropped_points: points
@@ -97,7 +106,12 @@ pub fn prune(req: &PruneRequest, store: &dyn ObjectStore, out: &mut dyn Write) -
         let found = bucket::survey(store, &root)?;
         let p = plan(&found.generations, &found.dropping, cutoff);
         let write = |out: &mut dyn Write| -> io::Result<()> {
-            for o in p.drop.iter().flat_map(Generation::stored) {
+            for o in p
+                .drop
+                .iter()
+                .flat_map(Generation::stored)
+                .chain(&p.replaced)
+            {
                 writeln!(out, "{root}{o}  {}", o.len())?;
             }
             out.flush()
@@ -111,16 +125,26 @@ pub fn prune(req: &PruneRequest, store: &dyn ObjectStore, out: &mut dyn Write) -
         return Ok(());
     }
     let me = Lease::mine(std::path::Path::new("(petrify prune)"));
-    lease::acquire(store, &root, &me, &where_).map_err(|e| match e.exit {
-        Exit::CantCreate => Error::new(
-            Exit::CantCreate,
-            format!(
-                "{}; a running persist prunes its own prefix: give it --retain",
-                e.message
-            ),
-        ),
-        _ => e,
-    })?;
+    match lease::acquire(store, &root, &me, &where_) {
+        Ok(()) => {}
+        // A persist whose key may not delete leaves retention to a key that may: beside it,
+        // prune deletes only what no point needs (never the newest generation, which that
+        // persist writes, nor anything a listed point stands on).
+        Err(e) if e.exit == Exit::CantCreate && lease::holder_cannot_delete(store, &root) => {
+            log::info!("the persist writing {where_} may not delete: pruning beside it");
+            return apply(store, &root, cutoff, &where_).map(drop);
+        }
+        Err(e) if e.exit == Exit::CantCreate => {
+            return Err(Error::new(
+                Exit::CantCreate,
+                format!(
+                    "{}; a running persist prunes its own prefix: give it --retain",
+                    e.message
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
+    }
     let result = apply(store, &root, cutoff, &where_);
     lease::release(store, &root, &me);
     result.map(drop)
@@ -148,7 +172,23 @@ pub fn apply(
             .collect();
         drop_generation(store, root, g, &unreadable, marked)?;
     }
-    match p.drop.is_empty() {
+    let replaced: Vec<String> = p.replaced.iter().map(|o| o.key(root)).collect();
+    for batch in replaced.chunks(MAX_BATCH) {
+        let refused = store
+            .delete_many(batch)
+            .map_err(|e| Error::s3("deleting objects merged objects replaced", &e))?;
+        if let Some((key, code)) = refused.first() {
+            return Err(Error::new(
+                Exit::NoPerm,
+                format!(
+                    "the store refused to delete {} object(s) merged objects replaced, first \
+                     {key} ({code}); every point is recoverable",
+                    refused.len()
+                ),
+            ));
+        }
+    }
+    match p.drop.is_empty() && p.replaced.is_empty() {
         true => log::debug!("retention: nothing to delete under {where_}"),
         false => log::info!("retention: {}", describe(&p, where_, true)),
     }
@@ -165,8 +205,10 @@ fn drop_generation(
 ) -> Result<()> {
     let mark = format!("{root}{}", layout::dropping_key(g.id.number, g.id.mode));
     let what = format!("generation {}", g.id.number);
-    crate::s3::retry(4, || store.put(&mark, &mut &b""[..], 0, None))
-        .map_err(|e| Error::s3(&format!("marking {what} as being deleted"), &e))?;
+    crate::s3::retry(4, || {
+        store.put(&mark, &mut &b""[..], 0, Some(crc32fast::hash(b"")))
+    })
+    .map_err(|e| Error::s3(&format!("marking {what} as being deleted"), &e))?;
     // With the objects a merged one replaced but a crash left behind: none may outlive the
     // generation, or its points would come back once the mark is gone.
     let keys: Vec<String> = g
@@ -229,12 +271,13 @@ fn unmark_if_whole(store: &dyn ObjectStore, mark: &str, whole: bool, e: Error) -
 /// One line for the log: what went (`done`) or would go.
 fn describe(p: &PrunePlan, where_: &str, done: bool) -> String {
     format!(
-        "{} generation(s), {} object(s), {} bytes {} under {where_}; {} point(s) dropped, {} \
-         kept{}",
+        "{} generation(s), {} object(s), {} bytes {} under {where_}, and {} object(s) merged \
+         objects replaced; {} point(s) dropped, {} kept{}",
         p.drop.len(),
         p.objects,
         p.bytes,
         if done { "deleted" } else { "to delete" },
+        p.replaced.len(),
         p.dropped_points,
         p.kept_points,
         p.oldest_kept

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 mod checksum;
+mod create;
 mod credentials;
 mod delete;
 mod error;
@@ -24,9 +25,10 @@ mod resolve;
 mod retry;
 mod server_side;
 mod tls;
+mod versions;
 
 pub use checksum::crc32_base64;
-use checksum::{CHECKSUM_HEADER, base64_4, refuses_checksums};
+use checksum::{CHECKSUM_HEADER, checksum_headers, refuses_checksums};
 pub use credentials::Source as CredentialSource;
 pub use delete::MAX_BATCH;
 pub use error::S3Error;
@@ -35,7 +37,8 @@ pub use listing::{Listed, parse_folder_page, parse_listing_page};
 pub use multipart::Piece;
 pub use ping::Pinger;
 pub use retry::{Backoff, retry};
-pub use server_side::{ConfigError, ServerSide};
+pub use server_side::{ConfigError, Lock, ServerSide};
+pub use versions::AsOf;
 
 use rusty_s3::actions::S3Action;
 use rusty_s3::{Bucket, UrlStyle};
@@ -121,10 +124,12 @@ pub trait ObjectStore: Sync {
         [0; 4]
     }
 
-    /// A small object's bytes (at most 1 MiB are read), or `None` if there is no such key.
+    /// A small object's bytes (at most 1 MiB are read), or `None` if there is no such key (no
+    /// such bucket is an error: some stores would create it at the first PUT).
     fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
         let mut body = match self.get(key) {
             Ok(b) => b,
+            Err(e) if e.code() == Some("NoSuchBucket") => return Err(e),
             Err(S3Error::Status { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -160,7 +165,7 @@ pub struct Store {
 /// the header's (a success without it proves it was); or left out for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Checksums {
+pub(super) enum Checksums {
     On = 0,
     Probing = 1,
     Off = 2,
@@ -242,13 +247,19 @@ impl Store {
         })
     }
 
-    /// A GET of the whole object or of `[start, end)` of it (`Range` may go unsigned).
     /// Counts one request of kind `i` (an index into [`REQUEST_KINDS`]).
     fn sending(&self, i: usize) {
         self.sent[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn get_object(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody, S3Error> {
+    /// A GET of the whole object or of `[start, end)` of it (`Range` may go unsigned); of one
+    /// version of it, with `version`.
+    fn get_object(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<ObjectBody, S3Error> {
         // No bytes (an empty file's point inside a merged object): HTTP has no empty range,
         // and `bytes=N-N` would bring one byte. Nothing to ask the store for.
         if let Some((start, end)) = range
@@ -261,7 +272,10 @@ impl Store {
         }
         self.sending(2);
         let creds = self.credentials.get()?;
-        let action = self.bucket.get_object(Some(&creds), key);
+        let mut action = self.bucket.get_object(Some(&creds), key);
+        if let Some(v) = version {
+            action.query_mut().insert("versionId", v);
+        }
         let url = action.sign(PRESIGN_FOR);
         let mut request = self.agent.get(url.as_str());
         if let Some((start, end)) = range {
@@ -326,15 +340,11 @@ impl ObjectStore for Store {
             1 => Checksums::Probing,
             _ => Checksums::Off,
         };
+        let checksum = crc32.filter(|_| state == Checksums::On);
+        let mut headers = self.server_side.headers(true);
+        headers.extend(checksum.into_iter().flat_map(checksum_headers));
         // Signed like every x-amz- header: rusty-s3 signs what is in headers_mut().
-        let checksum = crc32
-            .filter(|_| state == Checksums::On)
-            .map(|c| base64_4(c.to_be_bytes()));
-        if let Some(c) = &checksum {
-            action.headers_mut().insert(CHECKSUM_HEADER, c.clone());
-        }
-        let server_side = self.server_side.headers(true);
-        for (k, v) in &server_side {
+        for (k, v) in &headers {
             action.headers_mut().insert(*k, v.clone());
         }
         let url = action.sign(PRESIGN_FOR);
@@ -343,10 +353,7 @@ impl ObjectStore for Store {
             .agent
             .put(url.as_str())
             .header("content-length", len.to_string());
-        if let Some(c) = &checksum {
-            request = request.header(CHECKSUM_HEADER, c);
-        }
-        for (k, v) in &server_side {
+        for (k, v) in &headers {
             request = request.header(*k, v);
         }
         let resp = request
@@ -395,30 +402,9 @@ impl ObjectStore for Store {
         result
     }
 
-    /// `If-None-Match: *`; a 412 means the key exists.
+    /// `If-None-Match: *`; a 412 means the key exists (see `s3/create.rs`).
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, S3Error> {
-        let creds = self.credentials.get()?;
-        let mut action = self.bucket.put_object(Some(&creds), key);
-        let server_side = self.server_side.headers(false);
-        for (k, v) in &server_side {
-            action.headers_mut().insert(*k, v.clone());
-        }
-        let url = action.sign(PRESIGN_FOR);
-        self.sending(1);
-        let mut request = self
-            .agent
-            .put(url.as_str())
-            .header("content-length", bytes.len().to_string())
-            .header("if-none-match", "*");
-        for (k, v) in &server_side {
-            request = request.header(*k, v);
-        }
-        let resp = request.send(bytes).map_err(net_error)?;
-        match check(resp) {
-            Ok(_) => Ok(true),
-            Err(S3Error::Status { status: 412, .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.create(key, bytes)
     }
 
     fn delete(&self, key: &str) -> Result<(), S3Error> {
@@ -439,11 +425,11 @@ impl ObjectStore for Store {
     }
 
     fn get(&self, key: &str) -> Result<ObjectBody, S3Error> {
-        self.get_object(key, None)
+        self.get_object(key, None, None)
     }
 
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectBody, S3Error> {
-        self.get_object(key, Some((start, end)))
+        self.get_object(key, None, Some((start, end)))
     }
 
     fn compose(&self, key: &str, pieces: Vec<Piece<'_>>) -> Result<(), S3Error> {

@@ -169,15 +169,22 @@ pub fn persist(args: &PersistRequest, store: &dyn ObjectStore) -> Result<()> {
         .map_err(|e| Error::s3(&format!("listing {root}"), &e))?;
     let lease = lease::Lease::mine(&args.file);
     lease::acquire(store, &root, &lease, &args.place.describe())?;
-    let holding = lease::Holding::new(&root, &lease, &args.place.describe());
+    let mut holding = lease::Holding::new(&root, &lease, &args.place.describe());
     // What the bucket holds, as of now: read after the lease is ours, so that no writer
     // can have added to it since.
     let result = match listed::wait_listed(store, &root, &lease.id) {
-        Ok(true) => bucket::survey(store, &root)
-            .and_then(|found| follow(args, store, root.clone(), found, holding)),
-        Ok(false) => {
+        Ok(l) if l.stopped => {
             log::info!("stopped by {} while starting", signal::stop_signal_name());
             Ok(())
+        }
+        Ok(l) => {
+            let mut doomed = held::Doomed::default();
+            if let Some(why) = l.cannot_delete {
+                doomed.refuse(&why);
+                holding.say_cannot_delete(store);
+            }
+            bucket::survey(store, &root)
+                .and_then(|found| follow(args, store, root.clone(), found, (holding, doomed)))
         }
         Err(e) => Err(e),
     };
@@ -202,7 +209,7 @@ fn follow(
     store: &dyn ObjectStore,
     root: String,
     found: bucket::Bucketed,
-    lease: lease::Holding,
+    (lease, doomed): (lease::Holding, held::Doomed),
 ) -> Result<()> {
     // Whether PATH is a file or a Redis folder is only known once it exists.
     let mut said_waiting = false;
@@ -261,7 +268,7 @@ fn follow(
         // true clock (generations are ordered by number).
         clock: Clock::after(resume.as_ref().map_or(0, |p| p.last_time_ms)),
         compaction: args.compaction.clone(),
-        doomed: held::Doomed::default(),
+        doomed,
     };
     // Objects a compaction replaced but had not deleted when persist stopped.
     if let Some(p) = resume.as_ref()

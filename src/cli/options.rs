@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::{Args, CommandName};
 
+mod store;
+
 /// `--interval` when not given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -405,95 +407,13 @@ leave), 1 or more."#,
         },
         ..BASE
     },
-    Opt {
-        name: "storage-class",
-        value: Some("CLASS"),
-        uses: &[one(
-            &[Persist, CommandName::Doctor],
-            "the S3 storage class of every object written (STANDARD_IA,\n\
-             INTELLIGENT_TIERING, GLACIER_IR, ...; the store's default otherwise)",
-        )],
-        man: include_str!("options/storage-class.mdoc"),
-        set: |a, v| {
-            a.storage_class = Some(text(v)?);
-            Ok(())
-        },
-        ..BASE
-    },
-    Opt {
-        name: "sse",
-        value: Some("KIND"),
-        uses: &[one(
-            &[Persist, Prune, CommandName::Doctor],
-            "server-side encryption of every object written: AES256 or aws:kms",
-        )],
-        man: include_str!("options/sse.mdoc"),
-        set: |a, v| {
-            a.sse = Some(text(v)?);
-            Ok(())
-        },
-        ..BASE
-    },
-    Opt {
-        name: "sse-kms-key-id",
-        value: Some("ID"),
-        uses: &[one(
-            &[Persist, Prune, CommandName::Doctor],
-            "the KMS key for --sse aws:kms (the bucket's default key otherwise)",
-        )],
-        man: r#"The KMS key (id, ARN or alias) objects are encrypted with under
-.Fl \-sse Li aws:kms ;
-without it, the store's default key for the bucket."#,
-        set: |a, v| {
-            a.sse_kms_key_id = Some(text(v)?);
-            Ok(())
-        },
-        ..BASE
-    },
-    Opt {
-        name: "endpoint",
-        value: Some("URL"),
-        uses: &[one(
-            ALL,
-            "S3 endpoint (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n\
-             else https://s3.REGION.amazonaws.com)",
-        )],
-        man: include_str!("options/endpoint.mdoc"),
-        set: |a, v| {
-            a.endpoint = Some(text(v)?);
-            Ok(())
-        },
-        ..BASE
-    },
-    Opt {
-        name: "region",
-        value: Some("R"),
-        uses: &[one(
-            ALL,
-            "(default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)",
-        )],
-        man: "The region used for signing.",
-        set: |a, v| {
-            a.region = Some(text(v)?);
-            Ok(())
-        },
-        ..BASE
-    },
-    Opt {
-        name: "path-style",
-        value: None,
-        uses: &[one(
-            ALL,
-            "address the bucket as ENDPOINT/BUCKET (automatic for IPs and localhost)",
-        )],
-        man: r#"Address the bucket as
-.Ar URL Ns / Ns Ar B
-rather than as a host name; automatic when the endpoint's host is an IP address or
-localhost."#,
-        set: |a, _| {
-            a.path_style = true;
-            Ok(())
-        },
-        ..BASE
-    },
+    store::BUCKET_TIME,
+    store::STORAGE_CLASS,
+    store::SSE,
+    store::SSE_KMS_KEY_ID,
+    store::LOCK_DAYS,
+    store::LOCK_MODE,
+    store::ENDPOINT,
+    store::REGION,
+    store::PATH_STYLE,
 ];

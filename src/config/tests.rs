@@ -135,7 +135,10 @@ fn bad_values_are_usage_errors_naming_the_option() {
 #[test]
 fn server_side_options_are_checked() {
     let ok = |c: Option<&str>, s: Option<&str>, k: Option<&str>| {
-        server_side(c.map(Into::into), s.map(Into::into), k.map(Into::into))
+        server_side(
+            (c.map(Into::into), s.map(Into::into), k.map(Into::into)),
+            (None, None),
+        )
     };
     assert!(ok(Some("STANDARD_IA"), Some("aws:kms"), Some("alias/x")).is_ok());
     assert!(ok(None, Some("AES256"), None).is_ok());
@@ -149,5 +152,28 @@ fn server_side_options_are_checked() {
     ] {
         let e = ok(c, s, k).unwrap_err();
         assert_eq!(e.exit, Exit::Usage, "{c:?} {s:?} {k:?}");
+    }
+}
+
+#[test]
+fn lock_options_are_checked() {
+    let lock = |d: Option<&str>, m: Option<&str>| {
+        server_side((None, None, None), (d.map(Into::into), m.map(Into::into))).map(|s| s.lock)
+    };
+    assert_eq!(lock(None, None).unwrap(), None);
+    let l = lock(Some("30"), None).unwrap().unwrap();
+    assert_eq!((l.days, l.compliance), (30, false));
+    let l = lock(Some("1"), Some("compliance")).unwrap().unwrap();
+    assert_eq!((l.days, l.compliance), (1, true));
+    for (d, m) in [
+        (Some("0"), None),
+        (Some("36501"), None),
+        (Some("-1"), None),
+        (Some("1.5"), None),
+        (None, Some("governance")),
+        (Some("7"), Some("legal")),
+    ] {
+        let e = lock(d, m).unwrap_err();
+        assert_eq!(e.exit, Exit::Usage, "{d:?} {m:?}");
     }
 }

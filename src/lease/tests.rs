@@ -12,6 +12,7 @@ fn lease(host: &str, pid: u32) -> Lease {
         boot: Some("boot-a".into()),
         started: Some(500),
         pidns: Some("4026531836".into()),
+        deletes: true,
     }
 }
 
@@ -23,9 +24,14 @@ fn round_trips() {
         boot: None,
         started: None,
         pidns: None,
-        ..l
+        ..l.clone()
     };
     assert_eq!(Lease::parse(&old.render()), Some(old));
+    let no_deletes = Lease {
+        deletes: false,
+        ..l.clone()
+    };
+    assert_eq!(Lease::parse(&no_deletes.render()), Some(no_deletes));
     assert_eq!(Lease::parse("garbage"), None);
 }
 

@@ -28,6 +28,16 @@ pub(super) fn refuses_checksums(e: &S3Error) -> bool {
         && about_checksums
 }
 
+/// The headers that send `crc` along with a body: the checksum, and the algorithm as the AWS
+/// SDKs name it (`x-amz-sdk-checksum-algorithm`), which a bucket with Object Lock asks for
+/// (or Content-MD5) before it takes an object with a retention.
+pub(super) fn checksum_headers(crc: u32) -> [(&'static str, String); 2] {
+    [
+        (CHECKSUM_HEADER, base64_4(crc.to_be_bytes())),
+        ("x-amz-sdk-checksum-algorithm", "CRC32".to_string()),
+    ]
+}
+
 /// Standard base64 of 4 bytes (8 characters, padded): all that checksum headers need.
 pub(super) fn base64_4(b: [u8; 4]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

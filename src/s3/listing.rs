@@ -44,7 +44,11 @@ impl Store {
         if let Some(t) = token {
             action.with_continuation_token(t);
         }
-        let url = action.sign(PRESIGN_FOR);
+        self.get_listing(&action.sign(PRESIGN_FOR))
+    }
+
+    /// A signed GET of the bucket (a listing, or another bucket subresource), as text.
+    pub(super) fn get_listing(&self, url: &url::Url) -> Result<String, S3Error> {
         self.sending(0);
         let resp = self.agent.get(url.as_str()).call().map_err(net_error)?;
         let mut resp = check(resp)?;

@@ -205,7 +205,7 @@ impl ObjectStore for MemStore {
         for (i, piece) in pieces.into_iter().enumerate() {
             let before = out.len();
             match piece {
-                Piece::Copy { key, from, to } => {
+                Piece::Copy { key, from, to, .. } => {
                     let o = self.objects.lock().map_err(|_| Self::not_found())?;
                     let src = o.get(&key).ok_or_else(Self::not_found)?;
                     let bytes =
@@ -219,7 +219,7 @@ impl ObjectStore for MemStore {
                             })?;
                     out.extend_from_slice(bytes);
                 }
-                Piece::Send { body, len } => {
+                Piece::Send { body, len, .. } => {
                     body.take(len)
                         .read_to_end(&mut out)
                         .map_err(|e| S3Error::Network(format!("reading the body: {e}")))?;

@@ -123,11 +123,17 @@ impl Uploader<'_> {
             crc: fresh_crc,
         };
         let mut index = IndexBody::open(self.store, &self.root, m.inputs, new_entry)?;
-        let (index_len, index_crc) = (index.len, index.crc());
+        let index_len = index.len;
+        // A streamed index's CRC is known only once read: it is read once more first, so that
+        // the upload carries its checksum (a bucket with Object Lock takes nothing without).
+        let index_crc = match index.crc() {
+            Some(c) => c,
+            None => IndexBody::open(self.store, &self.root, m.inputs, new_entry)?.crc_of_all()?,
+        };
         let full = key.key(&self.root);
         {
             // One reader per sent part; the last part also carries the new bytes and the index.
-            let mut sends: Vec<(RangeReader, u64)> = parts
+            let mut sends: Vec<(RangeReader, u64, u32)> = parts
                 .iter()
                 .filter_map(|p| match *p {
                     Part::Send { first, end: e } => {
@@ -136,20 +142,25 @@ impl Uploader<'_> {
                             false => (start, start),
                         };
                         let crc = combine(&m.inputs[first..e]);
-                        Some((RangeReader::new(m.file, a, b, crc), b - a))
+                        Some((RangeReader::new(m.file, a, b, crc), b - a, crc))
                     }
                     Part::Copy { .. } => None,
                 })
                 .collect();
-            let Some((last, last_len)) = sends.pop() else {
+            let Some((last, last_len, last_crc)) = sends.pop() else {
                 return Err(UploadError::Read(io::Error::other("no last part")));
             };
             let mut last_body = last.chain(&fresh[..]).chain(&mut index);
+            let last_crc = crate::crc::combine(
+                crate::crc::combine(last_crc, fresh_crc, end - start),
+                index_crc,
+                index_len,
+            );
             let last_len = last_len + (end - start) + index_len;
             if let [Part::Send { .. }] = parts[..] {
-                // One PUT. The whole body's CRC is known when the index is all in memory.
-                let crc = index_crc.map(|c| crate::crc::combine(all, c, index_len));
-                self.store.put(&full, &mut last_body, last_len, crc)?;
+                // One PUT.
+                self.store
+                    .put(&full, &mut last_body, last_len, Some(last_crc))?;
             } else {
                 let mut sends = sends.iter_mut();
                 let mut pieces: Vec<Piece<'_>> = Vec::with_capacity(parts.len());
@@ -162,21 +173,27 @@ impl Uploader<'_> {
                                 key: h.object.key(&self.root),
                                 from: at + from,
                                 to: at + to,
+                                crc: (from == 0 && to == h.len()).then_some(h.crc),
                             });
                         }
                         Part::Send { .. } => {
-                            let Some((r, len)) = sends.next() else {
+                            let Some((r, len, crc)) = sends.next() else {
                                 return Err(UploadError::Read(io::Error::other(
                                     "parts out of step",
                                 )));
                             };
-                            pieces.push(Piece::Send { body: r, len: *len });
+                            pieces.push(Piece::Send {
+                                body: r,
+                                len: *len,
+                                crc: Some(*crc),
+                            });
                         }
                     }
                 }
                 pieces.push(Piece::Send {
                     body: &mut last_body,
                     len: last_len,
+                    crc: Some(last_crc),
                 });
                 self.store.compose(&full, pieces)?;
             }

@@ -99,10 +99,21 @@ pub fn held_from_chain(chain: &[ObjectKey], closed: impl Fn(u64) -> bool) -> Vec
 pub struct Doomed {
     keys: Vec<String>,
     since: Option<Instant>,
+    /// The store refused this writer's deletions as not permitted: none is tried again.
+    refused: bool,
+}
+
+/// Whether a refusal to delete means the key may not delete at all (no `s3:DeleteObject`), as
+/// opposed to one object's trouble.
+fn not_permitted(code: &str) -> bool {
+    matches!(code, "AccessDenied" | "AllAccessDisabled")
 }
 
 impl Doomed {
     pub fn add(&mut self, keys: impl IntoIterator<Item = String>) {
+        if self.refused {
+            return;
+        }
         let before = self.keys.len();
         self.keys.extend(keys);
         if self.keys.len() > before {
@@ -118,15 +129,47 @@ impl Doomed {
                 || self.since.is_some_and(|t| t.elapsed() >= DELETE_EVERY))
     }
 
-    /// Deletes what is due (everything with `now`): a full batch, or keys waiting for
-    /// [`DELETE_EVERY`]. A failure keeps the keys for the next time; a key left behind by a
-    /// crash is found again when persist resumes (see `chain::Generation::hidden`).
-    pub fn flush(&mut self, store: &dyn ObjectStore, now: bool) {
-        if !self.due(now) {
+    /// The store refuses this writer's deletions as not permitted: said once, at WARN, and
+    /// nothing is deleted from then on.
+    pub fn refuse(&mut self, why: &str) {
+        if self.refused {
             return;
         }
+        log::warn!(
+            "the store refuses this key's deletions ({why}): compaction goes on merging, and \
+             the objects it replaces stay in the bucket, each byte then stored once more per \
+             merge it is in; `petrify prune` run with a key that may delete removes them, \
+             beside this persist (man petrify, HISTORY AN INTRUDER CANNOT DESTROY)"
+        );
+        self.refused = true;
+        self.keys.clear();
+        self.since = None;
+    }
+
+    /// Deletes what is due (everything with `now`): a full batch, or keys waiting for
+    /// [`DELETE_EVERY`]. A failure keeps the keys for the next time; a key left behind by a
+    /// crash is found again when persist resumes (see `chain::Generation::hidden`). `true`:
+    /// the store has just refused this writer's deletions as not permitted; from then on
+    /// nothing is deleted (said once, at WARN), and compaction goes on merging.
+    pub fn flush(&mut self, store: &dyn ObjectStore, now: bool) -> bool {
+        if !self.due(now) {
+            return false;
+        }
         let n = self.keys.len().min(crate::s3::MAX_BATCH);
-        match store.delete_many(&self.keys[..n]) {
+        let result = store.delete_many(&self.keys[..n]);
+        let denied = match &result {
+            Ok(refused) => refused
+                .iter()
+                .find(|(_, code)| not_permitted(code))
+                .map(|(_, code)| code.clone()),
+            Err(e) if e.status() == Some(403) => Some(e.to_string()),
+            Err(_) => None,
+        };
+        if let Some(why) = denied {
+            self.refuse(&why);
+            return true;
+        }
+        match result {
             Ok(refused) => {
                 if let Some((key, code)) = refused.first() {
                     log::warn!(
@@ -141,5 +184,33 @@ impl Doomed {
             Err(e) => log::debug!("deleting objects replaced by merged ones: {e}; later"),
         }
         self.since = (!self.keys.is_empty()).then(Instant::now);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::mem::MemStore;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_store_that_refuses_deletions_is_asked_once() {
+        let store = MemStore::new();
+        store.refuse_deletes.store(true, Ordering::SeqCst);
+        let mut doomed = Doomed::default();
+        doomed.add(["a".to_string(), "b".to_string()]);
+        assert!(doomed.flush(&store, true));
+        let asked = store.requests.load(Ordering::SeqCst);
+        doomed.add(["c".to_string()]);
+        assert!(!doomed.due(true));
+        assert!(!doomed.flush(&store, true));
+        assert_eq!(store.requests.load(Ordering::SeqCst), asked);
+        // A store that deletes: nothing said, everything gone.
+        let store = MemStore::new();
+        let mut doomed = Doomed::default();
+        doomed.add(["a".to_string()]);
+        assert!(!doomed.flush(&store, true));
+        assert!(!doomed.due(true));
     }
 }

@@ -14,8 +14,17 @@ use crate::lease::{LISTED_MARKER, LISTED_WITHIN as WAIT_AT_MOST};
 use crate::s3::{ObjectStore, retry};
 use crate::signal;
 
-/// Waits until a key written now is listed. `Ok(false)`: a stop was requested meanwhile.
-pub fn wait_listed(store: &dyn ObjectStore, root: &str, lease_id: &str) -> Result<bool> {
+/// How the start went.
+pub struct Listed {
+    /// A stop was requested while waiting.
+    pub stopped: bool,
+    /// The store refused to delete the marker as not permitted (a key without
+    /// `s3:DeleteObject`): the first deletion persist tries, so it knows at once.
+    pub cannot_delete: Option<String>,
+}
+
+/// Waits until a key written now is listed.
+pub fn wait_listed(store: &dyn ObjectStore, root: &str, lease_id: &str) -> Result<Listed> {
     let key = format!("{root}{LISTED_MARKER}{lease_id}");
     let s3err = |what: &str| {
         let what = what.to_string();
@@ -48,12 +57,18 @@ pub fn wait_listed(store: &dyn ObjectStore, root: &str, lease_id: &str) -> Resul
     if said && listed {
         log::info!("listed after {:.1}s", started.elapsed().as_secs_f64());
     }
-    if let Err(e) = store.delete(&key) {
-        log::warn!("could not delete {key} (it is ignored; delete it by hand): {e}");
+    let mut cannot_delete = None;
+    match store.delete(&key) {
+        Ok(()) => {}
+        Err(e) if e.status() == Some(403) => cannot_delete = Some(e.to_string()),
+        Err(e) => log::warn!("could not delete {key} (it is ignored; delete it by hand): {e}"),
     }
-    match (listed, signal::stop_requested()) {
-        (true, _) => Ok(true),
-        (false, true) => Ok(false),
+    let stopped = signal::stop_requested();
+    match (listed, stopped) {
+        (true, _) | (false, true) => Ok(Listed {
+            stopped: !listed,
+            cannot_delete,
+        }),
         (false, false) => Err(Error::new(
             Exit::Unavailable,
             format!(

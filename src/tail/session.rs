@@ -23,8 +23,12 @@ pub struct Session<'a> {
 impl Session<'_> {
     /// Deletes the objects compaction replaced, when due, once the lease is confirmed.
     pub fn delete_replaced(&mut self, now: bool) -> Result<()> {
-        if self.doomed.due(now) && self.up.sure_of_lease()? {
-            self.doomed.flush(self.up.store, now);
+        if self.doomed.due(now)
+            && self.up.sure_of_lease()?
+            && self.doomed.flush(self.up.store, now)
+            && let Some(l) = self.up.lease.as_mut()
+        {
+            l.say_cannot_delete(self.up.store);
         }
         Ok(())
     }

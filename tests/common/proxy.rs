@@ -52,6 +52,13 @@ pub struct Stats {
     pub copied_bytes: AtomicU64,
     /// Multipart uploads refused because a part other than the last was under 5 MiB.
     pub too_small: AtomicU64,
+    /// Writes of objects of the layout (PUTs but parts, and multipart creations), and those of
+    /// them that carried `x-amz-object-lock-mode`.
+    pub object_writes: AtomicU64,
+    pub locked_writes: AtomicU64,
+    /// PUTs (parts included) without `x-amz-checksum-crc32`, and multipart completions
+    /// without a `<ChecksumCRC32>` for each part.
+    pub unchecked: AtomicU64,
     /// Part sizes per multipart upload id, for that check.
     parts: Mutex<std::collections::HashMap<String, std::collections::BTreeMap<u32, u64>>>,
 }
@@ -109,6 +116,9 @@ pub struct Config {
     pub refuse_batch_delete: AtomicBool,
     /// Answer UploadPartCopy with 501 NotImplemented: a store without multipart copies.
     pub refuse_part_copy: AtomicBool,
+    /// Refuse every deletion as AWS does a key without `s3:DeleteObject`: DeleteObject with
+    /// 403 AccessDenied, DeleteObjects with 200 and AccessDenied for each key.
+    pub refuse_deletes: AtomicBool,
     /// The bucket's region: requests signed for another get AWS's answer naming it.
     pub bucket_region: Mutex<Option<String>>,
     /// Listings leave out keys written through the proxy less than this long ago.
@@ -149,6 +159,7 @@ impl Proxy {
             refuse_checksums: AtomicBool::new(false),
             refuse_batch_delete: AtomicBool::new(false),
             refuse_part_copy: AtomicBool::new(false),
+            refuse_deletes: AtomicBool::new(false),
             bucket_region: Mutex::new(None),
             list_lag: Mutex::new(None),
             written: Default::default(),
@@ -295,6 +306,7 @@ fn serve(
         let mut is_post = false;
         let mut is_lease = false;
         let mut is_merged = false;
+        let mut has_lock = false;
         loop {
             let mut line = Vec::new();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -317,12 +329,15 @@ fn serve(
                     stats.gets.fetch_add(1, Ordering::SeqCst);
                 }
                 is_post = text.starts_with("post ");
-                is_lease = path.ends_with("/writer.lease");
-                is_lease_get = text.starts_with("get ") && is_lease;
+                // The lease and the marker of a start: the writer's own keys, not objects
+                // of the layout.
+                is_lease = path.ends_with("/writer.lease") || path.contains("/writer.listed.");
+                is_lease_get = text.starts_with("get ") && path.ends_with("/writer.lease");
                 is_merged = path.ends_with(".merged");
                 is_put = text.starts_with("put ");
             }
             has_checksum |= text.starts_with("x-amz-checksum-crc32:");
+            has_lock |= text.starts_with("x-amz-object-lock-mode:");
             is_copy |= text.starts_with("x-amz-copy-source:");
             if let Some(r) = text.strip_prefix("x-amz-copy-source-range:") {
                 let r = r.trim().trim_start_matches("bytes=");
@@ -385,6 +400,21 @@ fn serve(
             client.write_all(answer.as_bytes())?;
             continue;
         }
+        let is_delete = head.starts_with(b"DELETE ");
+        let is_batch_delete = is_post && has_query(&target, "delete");
+        if (is_delete && upload_id.is_none() || is_batch_delete)
+            && config.refuse_deletes.load(Ordering::SeqCst)
+        {
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            let mut body = vec![0u8; content_length];
+            reader.read_exact(&mut body)?;
+            let answer = match is_batch_delete {
+                true => super::quirks::deletes_denied(&String::from_utf8_lossy(&body)),
+                false => s3_error(403, "AccessDenied"),
+            };
+            client.write_all(answer.as_bytes())?;
+            continue;
+        }
         if is_copy && config.refuse_part_copy.load(Ordering::SeqCst) {
             stats.refused.fetch_add(1, Ordering::SeqCst);
             let mut drain = vec![0u8; content_length];
@@ -436,6 +466,21 @@ fn serve(
         }
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
+        let data = is_object && !is_lease;
+        if data && ((is_put && upload_id.is_none() && !is_copy) || has_query(&target, "uploads")) {
+            stats.object_writes.fetch_add(1, Ordering::SeqCst);
+            if has_lock {
+                stats.locked_writes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let completion = is_post && upload_id.is_some();
+        let text = String::from_utf8_lossy(&body);
+        if (is_put && !is_copy && !has_checksum)
+            || (completion
+                && text.matches("<Part>").count() != text.matches("<ChecksumCRC32>").count())
+        {
+            stats.unchecked.fetch_add(1, Ordering::SeqCst);
+        }
         if has_checksum {
             stats.with_checksum.fetch_add(1, Ordering::SeqCst);
             if config.refuse_checksums.load(Ordering::SeqCst) {

@@ -146,3 +146,25 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[(size + 2).min(raw.len())..];
     }
 }
+
+/// AWS's answer to DeleteObjects from a key without `s3:DeleteObject`: 200, and AccessDenied
+/// for each key of the request body.
+pub fn deletes_denied(request: &str) -> String {
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult \
+         xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    for part in request.split("<Key>").skip(1) {
+        if let Some((key, _)) = part.split_once("</Key>") {
+            body.push_str(&format!(
+                "<Error><Key>{key}</Key><Code>AccessDenied</Code><Message>Access Denied\
+                 </Message></Error>"
+            ));
+        }
+    }
+    body.push_str("</DeleteResult>");
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}

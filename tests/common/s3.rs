@@ -4,13 +4,16 @@
 //! - s3s-fs 0.14.1 (the default): checks signatures and `x-amz-checksum-crc32`; keeps each
 //!   object as a file (the test's view reads the folder, and tests that damage objects do it
 //!   there); lists `+` and `%` in keys wrongly decoded; does not check multipart ETags; answers
-//!   an unknown upload id with 403.
+//!   an unknown upload id with 403; makes a bucket at the first PUT into it; has no
+//!   versioning (GetBucketVersioning answers 501).
 //! - moto 5.2.5 (`PETRIFY_TEST_S3=moto`; `scripts/setup` installs it in a virtual
 //!   environment): AWS's own mock, faithful on conditional writes, multipart rules (the 5 MiB
 //!   part minimum), versioning and Object Lock; checks no signature and no checksum; keeps
 //!   everything in memory, so a restart loses the bucket (the test's view reads through plain
-//!   HTTP requests). Tests that need the server's disk or a restart start s3s-fs whatever the
-//!   run picked ([`S3::start_fs`]).
+//!   HTTP requests); applies no Object Lock retention (neither asked for nor the bucket's
+//!   default) to what a multipart upload completes, and checks no lock header on parts.
+//!   Tests that need the server's disk or a restart start s3s-fs whatever the run picked
+//!   ([`S3::start_fs`]).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -117,6 +120,23 @@ impl S3 {
         });
         let made = ureq::put(&format!("{}/{BUCKET}", self.endpoint())).send_empty();
         assert!(made.is_ok(), "creating the bucket on moto: {made:?}");
+    }
+
+    /// A bucket with Object Lock (so, versioning) on moto, whose default retention locks every
+    /// object for a day in governance mode: the store then takes no object without a checksum
+    /// or Content-MD5, as AWS does.
+    pub fn make_locked_bucket(&self, name: &str) {
+        assert_eq!(self.server, Server::Moto, "only moto has Object Lock");
+        let url = format!("{}/{name}", self.endpoint());
+        let made = ureq::put(&url)
+            .header("x-amz-bucket-object-lock-enabled", "true")
+            .send_empty();
+        assert!(made.is_ok(), "creating a locked bucket on moto: {made:?}");
+        let rule = "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>\
+                    <Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>1</Days>\
+                    </DefaultRetention></Rule></ObjectLockConfiguration>";
+        let set = ureq::put(&format!("{url}?object-lock")).send(rule);
+        assert!(set.is_ok(), "a default retention on moto: {set:?}");
     }
 
     /// Starts the server (again) on the same port and folder.

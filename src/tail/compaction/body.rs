@@ -107,6 +107,27 @@ impl IndexBody {
     pub(super) fn crc(&self) -> Option<u32> {
         self.text_crc
     }
+
+    /// The CRC-32 of the whole index, read through (checked on the way, like a send).
+    pub(super) fn crc_of_all(mut self) -> Result<u32, UploadError> {
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0; 64 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = self.read(&mut buf).map_err(UploadError::Read)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        if total != self.len {
+            return Err(UploadError::Read(io::Error::other(
+                "an index is not as long as the store said",
+            )));
+        }
+        Ok(hasher.finalize())
+    }
 }
 
 /// The CRC-32 and length of bytes carried so far followed by `len` bytes of CRC-32 `crc`.
