@@ -103,6 +103,10 @@ impl Retention {
         if Instant::now() < self.next_at || self.after_objects == Some(s.up.objects) {
             return Ok(());
         }
+        // A key that may not delete (said once already): retention is a prune's, beside it.
+        if s.doomed.refused() {
+            return Ok(());
+        }
         // Deleting history: only while this process is surely the writer.
         if !s.up.sure_of_lease()? {
             return Ok(());

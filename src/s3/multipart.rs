@@ -138,6 +138,16 @@ impl Store {
                             let etag = xml_etag(&text).ok_or_else(|| copy_failed(&text))?;
                             let told = super::error::xml_field(&text, "ChecksumCRC32")
                                 .and_then(|b| crc_from_base64(&b));
+                            // The store's bytes are not the ones uploaded: no merged object
+                            // is made of them (verify --deep names the object).
+                            if let (Some(t), Some(c)) = (told, crc)
+                                && t != c
+                            {
+                                return Err(S3Error::NotS3(format!(
+                                    "the store's copy of {from_key} has CRC-32 {t:08x}, not \
+                                     {c:08x}"
+                                )));
+                            }
                             Ok(Done {
                                 etag,
                                 crc: told.or(crc),

@@ -129,6 +129,11 @@ impl Doomed {
                 || self.since.is_some_and(|t| t.elapsed() >= DELETE_EVERY))
     }
 
+    /// Whether the store refused this writer's deletions as not permitted.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
     /// The store refuses this writer's deletions as not permitted: said once, at WARN, and
     /// nothing is deleted from then on.
     pub fn refuse(&mut self, why: &str) {
