@@ -54,7 +54,19 @@ pub fn parse_manifest(bytes: &[u8]) -> std::result::Result<Vec<ManifestEntry>, S
                         _ => None,
                     }
                 }
-                _ => {} // later Redis versions may add keys
+                // Redis 7 and Valkey 9 write these three and nothing else. Another key is a
+                // format petrify has not seen: perhaps a mode whose files are not appended to
+                // (fixed-size files written over, valkey#3515), which persist would mirror
+                // wrongly. Refused, loudly.
+                other => {
+                    return Err(format!(
+                        "manifest line {} has the field {other:?}, which petrify does not know \
+                         (Redis 7 and Valkey 9 write file, seq and type): the server may be in \
+                         an AOF mode whose files are not only appended to; petrify follows the \
+                         default multi-part AOF (appendonly yes) only",
+                        i + 1
+                    ));
+                }
             }
         }
         let (Some(name), Some(seq), Some(kind)) = (name, seq, kind) else {
@@ -162,6 +174,7 @@ mod tests {
             b"file a seq 1 type b\n",
             b"file a seq 1 type b\nfile b seq 2 type b\nfile c seq 1 type i\n",
             b"\xff\xfe",
+            b"file a.1.incr.aof seq 1 type i size 1048576\n",
             b"",
         ] {
             assert!(

@@ -44,6 +44,7 @@ const TABLE: &str = "
 73 | is a folder               | folder where a file is expected |  | recover --bucket {bucket} --prefix have --file {a_dir} --force
 73 | Redis folder              | file where a folder is expected |  | recover --bucket {bucket} --prefix redisdir --file {existing} --force
 64 | not a Redis AOF folder    | persist a folder that is not Redis's |  | persist --bucket {bucket} --prefix p --file {not_redis}
+65 | does not know             | a manifest field no Redis writes |  | persist --bucket {bucket} --prefix odd --file {odd_aof}
 65 | plain names               | manifest naming a file outside the folder |  | recover --bucket {bucket} --prefix evil --file {fresh}
 66 | NoSuchBucket              | missing bucket             |  | list --bucket no-such-bucket --prefix p
 77 | SignatureDoesNotMatch     | wrong secret               | AWS_SECRET_ACCESS_KEY=not-the-secret | list --bucket {bucket} --prefix have
@@ -220,6 +221,15 @@ fn bad_input_table() {
     std::fs::write(&existing, b"keep me").unwrap();
     let a_dir = work.path("a-dir");
     std::fs::create_dir_all(&a_dir).unwrap();
+    // A folder whose manifest has a field Redis 7 and Valkey 9 do not write.
+    let odd_aof = work.path("odd-aof");
+    std::fs::create_dir_all(&odd_aof).unwrap();
+    std::fs::write(
+        odd_aof.join("appendonly.aof.manifest"),
+        "file appendonly.aof.1.incr.aof seq 1 type i size 1048576\n",
+    )
+    .unwrap();
+    std::fs::write(odd_aof.join("appendonly.aof.1.incr.aof"), b"").unwrap();
     let not_redis = work.path("not-redis");
     std::fs::create_dir_all(&not_redis).unwrap();
     std::fs::write(not_redis.join("notes.txt"), b"x").unwrap();
@@ -257,6 +267,7 @@ fn bad_input_table() {
         ("nowhere", Some(p(&work.path("no/such/dir/f")))),
         ("a_dir", Some(p(&a_dir))),
         ("not_redis", Some(p(&not_redis))),
+        ("odd_aof", Some(p(&odd_aof))),
         ("unreadable", Some(p(&unreadable))),
         ("readonly", Some(p(&readonly_dir))),
         ("fifo", Some(p(&fifo))),

@@ -287,6 +287,15 @@ pub fn refuse_foreign_folder(dir: &Path) -> Result<()> {
             ),
         ));
     }
+    // A manifest petrify cannot follow is refused before anything is written.
+    for n in names.iter().filter(|n| n.ends_with(".manifest")) {
+        let path = dir.join(n);
+        if let Ok(bytes) = read_small(&path)
+            && let Err(why) = parse_manifest(&bytes)
+        {
+            return Err(Error::new(Exit::Data, format!("{}: {why}", path.display())));
+        }
+    }
     Ok(())
 }
 

