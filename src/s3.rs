@@ -247,6 +247,28 @@ impl Store {
         })
     }
 
+    /// A PUT of `len` bytes carrying `headers`, each signed into the presigned URL (rusty-s3
+    /// signs what is in `headers_mut()`, as S3 requires of every `x-amz-` header) and sent.
+    fn put_request<'a>(
+        &self,
+        mut action: impl S3Action<'a>,
+        len: u64,
+        headers: &[(&'static str, String)],
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        for (k, v) in headers {
+            action.headers_mut().insert(*k, v.clone());
+        }
+        let url = action.sign(PRESIGN_FOR);
+        let mut request = self
+            .agent
+            .put(url.as_str())
+            .header("content-length", len.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        request
+    }
+
     /// Counts one request of kind `i` (an index into [`REQUEST_KINDS`]).
     fn sending(&self, i: usize) {
         self.sent[i].fetch_add(1, Ordering::Relaxed);
@@ -334,7 +356,7 @@ impl ObjectStore for Store {
         crc32: Option<u32>,
     ) -> Result<(), S3Error> {
         let creds = self.credentials.get()?;
-        let mut action = self.bucket.put_object(Some(&creds), key);
+        let action = self.bucket.put_object(Some(&creds), key);
         let state = match self.checksums.load(Ordering::Relaxed) {
             0 => Checksums::On,
             1 => Checksums::Probing,
@@ -343,20 +365,9 @@ impl ObjectStore for Store {
         let checksum = crc32.filter(|_| state == Checksums::On);
         let mut headers = self.server_side.headers(true);
         headers.extend(checksum.into_iter().flat_map(checksum_headers));
-        // Signed like every x-amz- header: rusty-s3 signs what is in headers_mut().
-        for (k, v) in &headers {
-            action.headers_mut().insert(*k, v.clone());
-        }
-        let url = action.sign(PRESIGN_FOR);
         self.sending(1);
-        let mut request = self
-            .agent
-            .put(url.as_str())
-            .header("content-length", len.to_string());
-        for (k, v) in &headers {
-            request = request.header(*k, v);
-        }
-        let resp = request
+        let resp = self
+            .put_request(action, len, &headers)
             .send(ureq::SendBody::from_reader(body))
             .map_err(net_error)?;
         let result = check(resp).map(drop);

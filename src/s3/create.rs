@@ -5,11 +5,9 @@
 
 use std::sync::atomic::Ordering;
 
-use rusty_s3::S3Action;
-
 use super::checksum::checksum_headers;
 use super::error::{check, net_error};
-use super::{Checksums, PRESIGN_FOR, S3Error, Store};
+use super::{Checksums, S3Error, Store};
 
 impl Store {
     /// Creates `key` unless it exists. `Ok(false)`: it exists.
@@ -31,25 +29,17 @@ impl Store {
 
     fn create_once(&self, key: &str, bytes: &[u8], checksum: bool) -> Result<bool, S3Error> {
         let creds = self.credentials.get()?;
-        let mut action = self.bucket.put_object(Some(&creds), key);
+        let action = self.bucket.put_object(Some(&creds), key);
         let mut headers = self.server_side.headers(false);
         if checksum {
             headers.extend(checksum_headers(crc32fast::hash(bytes)));
         }
-        for (k, v) in &headers {
-            action.headers_mut().insert(*k, v.clone());
-        }
-        let url = action.sign(PRESIGN_FOR);
         self.sending(1);
-        let mut request = self
-            .agent
-            .put(url.as_str())
-            .header("content-length", bytes.len().to_string())
-            .header("if-none-match", "*");
-        for (k, v) in &headers {
-            request = request.header(*k, v);
-        }
-        let resp = request.send(bytes).map_err(net_error)?;
+        let resp = self
+            .put_request(action, bytes.len() as u64, &headers)
+            .header("if-none-match", "*")
+            .send(bytes)
+            .map_err(net_error)?;
         match check(resp) {
             Ok(_) => Ok(true),
             Err(S3Error::Status { status: 412, .. }) => Ok(false),

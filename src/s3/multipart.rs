@@ -174,19 +174,8 @@ impl Store {
                         .into_iter()
                         .flat_map(checksum_headers)
                         .collect();
-                    for (k, v) in &headers {
-                        action.headers_mut().insert(*k, v.clone());
-                    }
-                    let url = action.sign(PRESIGN_FOR);
-                    let mut request = self
-                        .agent
-                        .put(url.as_str())
-                        .header("content-length", len.to_string());
-                    for (k, v) in &headers {
-                        request = request.header(*k, v);
-                    }
                     let resp = check(
-                        request
+                        self.put_request(action, len, &headers)
                             .send(ureq::SendBody::from_reader(body))
                             .map_err(net_error)?,
                     )?;

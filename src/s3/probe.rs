@@ -60,20 +60,10 @@ impl Store {
     /// given: a wrong one on purpose too), and the server-side options persist would send.
     pub fn probe_put(&self, key: &str, bytes: &[u8], checksum: &str) -> Result<Answer, S3Error> {
         let creds = self.credentials.get()?;
-        let mut action = self.bucket.put_object(Some(&creds), key);
+        let action = self.bucket.put_object(Some(&creds), key);
         let mut headers = self.server_side.headers(true);
         headers.push((CHECKSUM_HEADER, checksum.to_string()));
-        for (k, v) in &headers {
-            action.headers_mut().insert(*k, v.clone());
-        }
-        let url = action.sign(PRESIGN_FOR);
-        let mut request = self
-            .agent
-            .put(url.as_str())
-            .header("content-length", bytes.len().to_string());
-        for (k, v) in &headers {
-            request = request.header(*k, v);
-        }
+        let request = self.put_request(action, bytes.len() as u64, &headers);
         answer(request.send(bytes).map_err(net_error))
     }
 
