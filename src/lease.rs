@@ -270,7 +270,6 @@ pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60
 pub struct Holding {
     key: String,
     me: Lease,
-    mine: String,
     where_: String,
     checked: Option<std::time::Instant>,
 }
@@ -282,7 +281,6 @@ impl Holding {
         Holding {
             key: format!("{root}{LEASE_NAME}"),
             me: me.clone(),
-            mine: me.render(),
             where_: where_.to_string(),
             checked: None,
         }
@@ -306,10 +304,7 @@ impl Holding {
             text.len() as u64,
             Some(crc),
         ) {
-            Ok(()) => {
-                self.mine = text;
-                self.me = me;
-            }
+            Ok(()) => self.me = me,
             Err(e) => log::debug!("could not say in the writer lease that it cannot delete: {e}"),
         }
     }
@@ -331,7 +326,7 @@ impl Holding {
         store: &dyn ObjectStore,
     ) -> std::result::Result<Result<()>, crate::s3::S3Error> {
         let now = store.get_small(&self.key)?;
-        if now.as_deref() == Some(self.mine.as_bytes()) {
+        if now.as_deref() == Some(self.me.render().as_bytes()) {
             self.checked = Some(std::time::Instant::now());
             return Ok(Ok(()));
         }
