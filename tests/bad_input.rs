@@ -396,7 +396,7 @@ fn start_tls_server(work: &Scratch) -> Option<(Proc, u16)> {
         .ok()?;
     let p = Proc::new(child, "openssl s_server");
     wait_for("openssl s_server", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        listening(port)
     });
     Some((p, port))
 }

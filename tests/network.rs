@@ -96,7 +96,7 @@ fn tls_front(dir: &Path, upstream: u16) -> (Proc, u16) {
         .expect("socat (scripts/setup installs it)");
     let p = Proc::new(child, "socat");
     wait_for("socat to listen", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+        listening(port)
     });
     (p, port)
 }

@@ -3,7 +3,7 @@
 //! sleeping.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+/// Whether a server listens on loopback `port`. A connection whose two ends are the same
+/// address is the kernel's simultaneous open onto itself, not a server: a tight poll of a port
+/// inside the ephemeral range meets it now and then, and took a CI run down once.
+pub fn listening(port: u16) -> bool {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => match (s.local_addr(), s.peer_addr()) {
+            (Ok(local), Ok(peer)) => local != peer,
+            _ => false,
+        },
+        Err(_) => false,
+    }
 }
 
 /// A scratch folder removed on drop.

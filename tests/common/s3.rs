@@ -15,12 +15,11 @@
 //!   Tests that need the server's disk or a restart start s3s-fs whatever the run picked
 //!   ([`S3::start_fs`]).
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use super::process::{Proc, Scratch, append, free_port, spawn, text, wait_for};
+use super::process::{Proc, Scratch, append, free_port, listening, spawn, text, wait_for};
 use super::redis::aof_files;
 
 pub const ACCESS_KEY: &str = "PETRIFYTESTKEY";
@@ -116,7 +115,7 @@ impl S3 {
         self.proc = Some(Proc::new(child, "moto_server"));
         let port = self.port;
         wait_for("moto to listen", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            listening(port)
         });
         let made = ureq::put(&format!("{}/{BUCKET}", self.endpoint())).send_empty();
         assert!(made.is_ok(), "creating the bucket on moto: {made:?}");
@@ -165,7 +164,7 @@ impl S3 {
         self.proc = Some(Proc::new(child, "s3s-fs"));
         let port = self.port;
         wait_for("s3s-fs to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            listening(port)
         });
     }
 
