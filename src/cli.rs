@@ -72,6 +72,8 @@ pub struct Args {
     pub force: bool,
     pub if_missing: bool,
     pub deep: bool,
+    pub load: bool,
+    pub server: Option<PathBuf>,
     pub dry_run: bool,
     pub json: bool,
     pub max_lag: Option<String>,

@@ -16,7 +16,7 @@ use crate::s3::StoreConfig;
 use crate::status::StatusRequest;
 use crate::tail::{PersistRequest, upload};
 use crate::timestamp::{self, BadTime};
-use crate::verify::VerifyRequest;
+use crate::verify::{Load, VerifyRequest};
 
 mod credentials;
 mod store;
@@ -137,6 +137,16 @@ pub fn resolve(
             parallel: match &args.parallel {
                 Some(v) => parse_parallel(v)?,
                 None => DEFAULT_PARALLEL,
+            },
+            load: match (args.load, args.server) {
+                (true, server) => Some(Load { server }),
+                (false, Some(_)) => {
+                    return Err(Error::new(
+                        Exit::Usage,
+                        "--server names what --load runs: give --load too",
+                    ));
+                }
+                (false, None) => None,
             },
         }),
         CommandName::Status => Run::Status(StatusRequest {

@@ -17,6 +17,7 @@ mod layout;
 mod lease;
 mod list;
 mod manifest;
+mod marks;
 #[cfg(test)]
 mod props;
 mod prune;

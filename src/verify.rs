@@ -18,6 +18,7 @@ use crate::timestamp::{rfc3339_ms, unix};
 
 use crate::recover::{choose_point, fetch};
 
+mod load;
 mod same_range;
 
 /// What `petrify verify` is asked for.
@@ -30,6 +31,15 @@ pub struct VerifyRequest {
     pub deep: bool,
     /// Requests in flight at once with `deep`.
     pub parallel: usize,
+    /// The restore drill (`--load`), run once every check passed.
+    pub load: Option<Load>,
+}
+
+/// `--load`: recover the point into a scratch folder and load it (see [`load`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    /// `--server`: the server or check tool to run; else the first one on `PATH`.
+    pub server: Option<std::path::PathBuf>,
 }
 
 /// `petrify verify`: prints one line per broken point and per broken object, then a summary;
@@ -47,7 +57,28 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
         bytes = read;
         found.iter().for_each(|p| report.problem(p));
     }
+    // The drill only on a bucket that checks out: a broken point would fail it anyway, and
+    // the lines above say why better.
+    let drilled = match (&req.load, report.problems) {
+        (Some(l), 0) => {
+            let said = load::drill(
+                &req.place,
+                store,
+                req.at_ms,
+                req.parallel,
+                l.server.as_deref(),
+            );
+            if let Ok(said) = &said {
+                report.line(&format!("LOADED {said}"));
+            }
+            Some(said)
+        }
+        _ => None,
+    };
     report.finish()?;
+    if let Some(Err(e)) = drilled {
+        return Err(e);
+    }
     let what = format!(
         "{} of {} recovery point(s) and {} object(s){} under {}",
         checked.good,
@@ -107,6 +138,15 @@ impl<'a> Report<'a> {
             b.point.generation.number,
             b.why
         ));
+    }
+
+    /// A line that is not a problem (the drill's result).
+    fn line(&mut self, s: &str) {
+        if self.failed.is_none()
+            && let Err(e) = writeln!(self.out, "{s}")
+        {
+            self.failed = Some(e);
+        }
     }
 
     /// `verify | head` is not an error; a full disk is.

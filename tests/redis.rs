@@ -289,3 +289,207 @@ fn restart_resumes_a_redis_folder_and_hostile_names_are_refused() {
     assert_fails(&out, 65, "plain names");
     assert!(s3.keys("evil").is_empty());
 }
+
+/// Waits until the wall clock is inside the middle of a second after `after`, and returns that
+/// second: a write sent then is in that second by Redis's clock too (Redis reads the same
+/// clock; the margins cover its cached time), so which second holds it is never a coin toss.
+fn mid_second_after(after: u64) -> u64 {
+    let mut second = 0;
+    wait_for("the middle of a second", T, || {
+        let now = now_ms_f() as u64;
+        second = now / 1000;
+        second > after && (250..650).contains(&(now % 1000))
+    });
+    second
+}
+
+#[test]
+fn timestamp_marks_make_every_second_a_point_between_looks() {
+    let s3 = S3::start();
+    let work = Scratch::new("redis-marks");
+    let data = work.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut redis = Redis::start_with(&data, &["--aof-timestamp-enabled", "yes"]);
+    let aof = data.join("appendonlydir");
+    // Ten-second looks: every other point must come from Redis's marks.
+    let persist = s3.persist("marks", &aof, "10");
+    wait_for("the first generation", T, || {
+        s3.folder_synced("marks", &aof)
+    });
+
+    // Two writes in each of 24 seconds, a rewrite after the 12th: (second, n) per write.
+    let mut writes: Vec<(u64, usize)> = Vec::new();
+    let mut conn = Resp::connect(redis.port);
+    // Writes start in the second after the first look's.
+    let mut second = now_ms_f() as u64 / 1000;
+    let mut rewrite_at = 0;
+    for i in 0..24 {
+        second = mid_second_after(second);
+        for _ in 0..2 {
+            let n = writes.len() + 1;
+            let r = conn.call(&["SET", &format!("k:{n:04}"), &format!("v{n}")]);
+            assert_eq!(r, Reply::Simple("OK".into()));
+            writes.push((second, n));
+        }
+        if i == 11 {
+            let r = conn.call(&["BGREWRITEAOF"]);
+            assert!(matches!(r, Reply::Simple(_)), "{r:?}");
+            redis.wait_rewrite_done();
+            rewrite_at = second;
+        }
+    }
+    let last = second;
+    wait_for("the last writes to reach the bucket", T, || {
+        s3.folder_synced("marks", &aof)
+    });
+    let out = persist.terminate(T);
+    assert!(out.status.success(), "{}", out.err());
+    redis.stop();
+
+    let points = s3.list("marks");
+    let times: Vec<u64> = points
+        .iter()
+        .map(|p| (p.unix.parse::<f64>().unwrap() * 1000.0).round() as u64)
+        .collect();
+    // The newest generation's first point: the look after the rewrite.
+    let newest = points.last().unwrap().generation;
+    let new_gen_from = points
+        .iter()
+        .zip(&times)
+        .find(|(p, _)| p.generation == newest)
+        .map(|(_, &t)| t)
+        .unwrap();
+    assert!(newest >= 2, "the rewrite started a generation: {points:?}");
+    // From the second after the generation's first look (the writes start after it).
+    let first = times[0] / 1000 + 1;
+    assert!(first <= writes[0].0, "{points:?}");
+    let mut exact = 0;
+    for s in first..=last + 1 {
+        let at = s * 1000;
+        // What recover must give: the newest point at or before the second, and in it every
+        // write of the seconds before that point's.
+        let Some(i) = times.iter().rposition(|&t| t <= at) else {
+            panic!("no point at or before {s}: {points:?}");
+        };
+        let mut redis = recover_and_load(&s3, "marks", Some(&s.to_string()), &work, "at");
+        let got = Resp::connect(redis.port).dataset();
+        redis.stop();
+        for (j, (k, v)) in got.iter().enumerate() {
+            assert_eq!((k, v), (&format!("k:{:04}", j + 1), &format!("v{}", j + 1)));
+        }
+        let by_point = writes.iter().filter(|w| w.0 * 1000 < times[i]).count();
+        let by_second = writes.iter().filter(|w| w.0 < s).count();
+        assert!(
+            got.len() >= by_point && got.len() <= by_second,
+            "at {s} (point {}): {} keys, not between {by_point} and {by_second}",
+            points[i].rfc3339,
+            got.len()
+        );
+        // To the second, but between the rewrite and the new generation's first look (the
+        // new incremental file's first bytes are uploaded with a manifest; see the man page).
+        let bridged = s > rewrite_at && at < new_gen_from;
+        if !bridged {
+            assert_eq!(
+                got.len(),
+                by_second,
+                "at {s}: not every write before it: {points:?}, rewrite at {rewrite_at}"
+            );
+            exact += 1;
+        }
+    }
+    eprintln!(
+        "marks: {} writes over {} s, {} points listed, {exact} seconds recovered exactly",
+        writes.len(),
+        last - writes[0].0 + 1,
+        points.len()
+    );
+    // Marks, not looks, made most points: ten-second looks over 24 s make four or five.
+    assert!(exact >= 12 && points.len() >= 15, "{points:?}");
+}
+
+#[test]
+fn the_restore_drill_loads_a_good_point_and_refuses_a_damaged_one() {
+    let s3 = S3::start();
+    let work = Scratch::new("redis-drill");
+    let data = work.path("data");
+    let tmp = work.path("tmp");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut redis = Redis::start(&data);
+    let aof = data.join("appendonlydir");
+    let persist = s3.persist("drill", &aof, "0.1");
+    for k in ["a", "b", "c"] {
+        redis.cli(&["SET", k, "1"]);
+    }
+    wait_for("sync", T, || s3.folder_synced("drill", &aof));
+    let good = s3.list("drill").last().unwrap().unix.clone();
+    let drill = |extra: &[&str]| {
+        let server = server();
+        let mut args = vec!["verify", "--bucket", BUCKET, "--prefix", "drill", "--load"];
+        args.extend_from_slice(extra);
+        let mut cmd = s3.petrify();
+        cmd.env("TMPDIR", &tmp).args(&args);
+        if !extra.contains(&"--server") {
+            cmd.arg("--server").arg(&server);
+        }
+        let out = cmd.output().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+        assert!(left.is_empty(), "the scratch folder is left: {left:?}");
+        out
+    };
+
+    // A good point: the server loads it, with its keys.
+    let out = drill(&[]);
+    assert!(out.status.success(), "{}", out.err());
+    assert!(
+        text(&out.stdout).contains("LOADED") && text(&out.stdout).contains("(3 keys)"),
+        "{}",
+        text(&out.stdout)
+    );
+    if !is_valkey() {
+        let out = drill(&["--server", "redis-check-aof"]);
+        assert!(out.status.success(), "{}", out.err());
+        assert!(
+            text(&out.stdout).contains("accepts"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+
+    // Bytes no Redis wrote, stored whole with their CRC: every check passes, the load fails.
+    redis.stop();
+    let incr = aof_files(&aof)
+        .into_iter()
+        .find(|(n, _)| n.contains(".incr."))
+        .unwrap()
+        .0;
+    append(&aof.join(incr), b"this is not a command\r\n");
+    wait_for("the damage in the bucket", T, || {
+        s3.folder_synced("drill", &aof)
+    });
+    let out = drill(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}{}",
+        text(&out.stdout),
+        out.err()
+    );
+    assert!(out.err().contains("did not load"), "{}", out.err());
+    let out = s3.run(&["verify", "--bucket", BUCKET, "--prefix", "drill", "--deep"]);
+    assert!(out.status.success(), "the bytes are whole: {}", out.err());
+    // The point before the damage still loads.
+    let out = drill(&["--at-timestamp", &good]);
+    assert!(out.status.success(), "{}", out.err());
+
+    // No program to run: said, with 78.
+    let out = s3
+        .petrify()
+        .env("PATH", "/nonexistent")
+        .args(["verify", "--bucket", BUCKET, "--prefix", "drill", "--load"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", out.err());
+    assert!(out.err().contains("--server PATH"), "{}", out.err());
+    persist.terminate(T);
+}

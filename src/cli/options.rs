@@ -343,6 +343,38 @@ leave), 1 or more."#,
         ..BASE
     },
     Opt {
+        name: "load",
+        value: None,
+        uses: &[one(
+            &[Verify],
+            "also restore the point into a scratch folder and prove the server\n\
+             loads it (a restore drill for Redis folders; the newest point\n\
+             without --at-timestamp)",
+        )],
+        man: include_str!("options/load.mdoc"),
+        set: |a, _| {
+            a.load = true;
+            Ok(())
+        },
+        ..BASE
+    },
+    Opt {
+        name: "server",
+        value: Some("PATH"),
+        uses: &[one(
+            &[Verify],
+            "what --load runs: a redis-server or valkey-server binary, or a\n\
+             redis-check-aof or valkey-check-aof one (default: the first of\n\
+             those four on PATH)",
+        )],
+        man: "verify: the program the restore drill runs; see \\-\\-load.",
+        set: |a, v| {
+            a.server = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Opt {
         name: "parallel",
         value: Some("N"),
         uses: &[

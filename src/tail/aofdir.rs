@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Exit, Result};
 use crate::layout::Mode;
 use crate::manifest::{
-    ManifestEntry, base_of, find_manifest, live_files, parse_manifest, read_small,
+    FileType, ManifestEntry, base_of, find_manifest, live_files, parse_manifest, read_small,
 };
 use crate::timestamp;
 
@@ -53,6 +53,8 @@ pub struct AofDirFollower {
     /// Why the next tick must start a new generation (held files were replaced).
     restart: Option<Reason>,
     said_waiting: bool,
+    /// The time of the generation's newest point: marks make points only after it.
+    last_point_ms: u64,
 }
 
 /// One consistent look at the folder.
@@ -78,6 +80,7 @@ impl AofDirFollower {
             dir_id: None,
             restart: None,
             said_waiting: false,
+            last_point_ms: 0,
         };
         if let Some(plan) = resume {
             f.try_resume(&plan)?;
@@ -120,10 +123,18 @@ impl AofDirFollower {
                 self.base = local_base;
                 self.parts = parts;
                 self.dir_id = self.dir_id_now();
+                self.last_point_ms = plan.last_time_ms;
                 Ok(())
             }
             Err(why) => why_not(why),
         }
+    }
+
+    /// When a generation ends: the file whose marks its last uploads cut at (the last
+    /// incremental file its stored manifest names) and its newest point.
+    fn marked_on_finish(&self) -> Option<(String, u64)> {
+        let stored = parse_manifest(self.manifest_uploaded.as_deref()?).ok()?;
+        Some((last_incr(&stored)?.to_string(), self.last_point_ms))
     }
 
     fn dir_id_now(&self) -> Option<FileId> {
@@ -266,6 +277,15 @@ impl AofDirFollower {
     }
 }
 
+/// The incremental file a manifest lists last: the only one Redis appends to.
+fn last_incr(entries: &[ManifestEntry]) -> Option<&str> {
+    entries
+        .iter()
+        .filter(|e| e.kind == FileType::Incr)
+        .max_by_key(|e| e.seq)
+        .map(|e| e.name.as_str())
+}
+
 /// A folder that holds files but nothing Redis writes (`*.manifest`, `*.aof`, `*.rdb`) is
 /// not an AOF folder: a mistaken `--file`. An empty one, or one Redis is still filling, is
 /// waited for.
@@ -318,7 +338,9 @@ impl Follower for AofDirFollower {
                 // Redis never gives a name to another file: the held files are the old
                 // history. Finish it, and start again from the files the path names now.
                 log::warn!("{}: {reason}", self.dir.display());
-                self.life.finish(s, self.parts.iter_mut(), None)?;
+                let marked = self.marked_on_finish();
+                let marked = marked.as_ref().map(|(n, t)| (n.as_str(), *t));
+                self.life.finish(s, self.parts.iter_mut(), None, marked)?;
                 self.parts.clear();
                 self.dir_id = None;
                 self.restart = Some(reason);
@@ -326,7 +348,9 @@ impl Follower for AofDirFollower {
             }
             DirStep::Start(reason) => {
                 let skip = dir_seen.changed.as_ref().map(|(n, _)| n.as_str());
-                self.life.finish(s, self.parts.iter_mut(), skip)?;
+                let marked = self.marked_on_finish();
+                let marked = marked.as_ref().map(|(n, t)| (n.as_str(), *t));
+                self.life.finish(s, self.parts.iter_mut(), skip, marked)?;
                 // Files the new manifest does not list are closed; the others start over.
                 self.parts.retain(|name, _| obs.lengths.contains_key(name));
                 let bytes = obs.lengths.values().sum();
@@ -359,12 +383,22 @@ impl Follower for AofDirFollower {
             .filter(|(name, len)| self.parts.get(*name).is_some_and(|p| p.behind(**len)))
             .map(|(name, &len)| (name, len))
             .collect();
+        // Redis's `#TS` marks are points inside the growing file when it alone moved: the
+        // stored manifest then names it last, so a cut in it, with the files before it
+        // whole, is a folder Redis held at that second.
+        let marked = match (put_manifest, &behind[..]) {
+            (false, [(name, _)]) => last_incr(&obs.entries) == Some(name.as_str()),
+            _ => false,
+        };
         for (i, &(name, len)) in behind.iter().enumerate() {
             let Some(p) = self.parts.get_mut(name) else {
                 continue;
             };
             let closes = !put_manifest && i + 1 == behind.len();
-            p.ship(s, generation, name, len, (time, closes))?;
+            match marked {
+                true => p.ship_marked(s, generation, name, len, (time, self.last_point_ms))?,
+                false => p.ship(s, generation, name, len, (time, closes))?,
+            }
         }
         if let (true, Some(manifest_name)) = (put_manifest, self.manifest_name.clone()) {
             s.up.put_snap(generation, &manifest_name, &obs.manifest, time)?;
@@ -374,6 +408,7 @@ impl Follower for AofDirFollower {
         for p in self.parts.values_mut() {
             p.close_point(time);
         }
+        self.last_point_ms = time;
         Ok(())
     }
 

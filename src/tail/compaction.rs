@@ -25,7 +25,8 @@ use super::source::{RangeReader, crc_range, read_exact_at};
 use super::upload::{BUFFER_LIMIT, UploadError, Uploader};
 
 /// What one merge needs: the part's objects `inputs` and the new bytes `[start, end)` of
-/// `file`, observed at `time_ms`.
+/// `file`, observed at `time_ms`. With no inputs, the new bytes alone become a merged object:
+/// a delta with points inside it (`inner`).
 pub struct Merge<'a> {
     pub generation: GenId,
     pub part: &'a str,
@@ -33,6 +34,12 @@ pub struct Merge<'a> {
     pub inputs: &'a [Held],
     pub new: (u64, u64),
     pub time_ms: u64,
+    /// Points inside the new bytes before the one at `time_ms`, `(end, time)` in order (from
+    /// Redis's `#TS` marks, see [`crate::marks`]).
+    pub inner: &'a [(u64, u64)],
+    /// The new bytes, when the caller has read them (the marks were found in these very
+    /// bytes, so the cuts cannot fall anywhere else).
+    pub fresh: Option<&'a [u8]>,
 }
 
 impl Uploader<'_> {
@@ -66,30 +73,46 @@ impl Uploader<'_> {
         copies: bool,
     ) -> Result<Held, UploadError> {
         let (start, end) = m.new;
-        let Some(first) = m.inputs.first() else {
+        let first = m.inputs.first();
+        if first.is_none() && m.inner.is_empty() {
             return Err(UploadError::Read(io::Error::other("nothing to merge")));
-        };
-        if first.end > start || m.inputs.windows(2).any(|w| w[0].end != w[1].start) {
+        }
+        if first.is_some_and(|f| f.end > start)
+            || m.inputs.windows(2).any(|w| w[0].end != w[1].start)
+        {
             return Err(UploadError::Read(io::Error::other(
                 "the chain is not contiguous",
             )));
         }
-        if m.inputs.last().map(|h| h.end) != Some(start) || end - start > BUFFER_LIMIT {
+        if m.inputs.last().is_some_and(|h| h.end != start) || end - start > BUFFER_LIMIT {
             return Err(UploadError::Read(io::Error::other("not a mergeable range")));
         }
         // The new bytes, as a plain delta would read them.
-        let mut fresh = vec![0; (end - start) as usize];
-        read_exact_at(m.file, &mut fresh, start).map_err(UploadError::Read)?;
+        let read;
+        let fresh: &[u8] = match m.fresh {
+            Some(f) if f.len() as u64 == end - start => f,
+            _ => {
+                let mut buf = vec![0; (end - start) as usize];
+                read_exact_at(m.file, &mut buf, start).map_err(UploadError::Read)?;
+                read = buf;
+                &read
+            }
+        };
         let mut capture = Capture::new(start, end);
-        capture.feed(start, &fresh);
-        let fresh_crc = crc32fast::hash(&fresh);
+        capture.feed(start, fresh);
+        let fresh_crc = crc32fast::hash(fresh);
+        let new_entries = entries_of(fresh, start, m.inner, (end, m.time_ms))?;
 
-        let parts = compaction::plan_parts(&compaction::copyable(
-            m.inputs
-                .iter()
-                .map(|h| (h.len(), h.object.kind != Kind::Merged)),
-            copies,
-        ));
+        let parts = match m.inputs.is_empty() {
+            // One object from the new bytes alone.
+            true => vec![Part::Send { first: 0, end: 0 }],
+            false => compaction::plan_parts(&compaction::copyable(
+                m.inputs
+                    .iter()
+                    .map(|h| (h.len(), h.object.kind != Kind::Merged)),
+                copies,
+            )),
+        };
         // Bytes sent from the file must still be the ones in the bucket.
         for p in &parts {
             if let Part::Send { first, end } = *p
@@ -110,25 +133,22 @@ impl Uploader<'_> {
             generation: m.generation.number,
             mode: m.generation.mode,
             part: m.part.to_string(),
-            start: first.start,
+            start: first.map_or(start, |f| f.start),
             end,
             time_ms: m.time_ms,
             crc: all,
             kind: Kind::Merged,
             within: None,
         };
-        let new_entry = Entry {
-            end,
-            time_ms: m.time_ms,
-            crc: fresh_crc,
-        };
-        let mut index = IndexBody::open(self.store, &self.root, m.inputs, new_entry)?;
+        let mut index = IndexBody::open(self.store, &self.root, m.inputs, &new_entries)?;
         let index_len = index.len;
         // A streamed index's CRC is known only once read: it is read once more first, so that
         // the upload carries its checksum (a bucket with Object Lock takes nothing without).
         let index_crc = match index.crc() {
             Some(c) => c,
-            None => IndexBody::open(self.store, &self.root, m.inputs, new_entry)?.crc_of_all()?,
+            None => {
+                IndexBody::open(self.store, &self.root, m.inputs, &new_entries)?.crc_of_all()?
+            }
         };
         let full = key.key(&self.root);
         {
@@ -150,7 +170,7 @@ impl Uploader<'_> {
             let Some((last, last_len, last_crc)) = sends.pop() else {
                 return Err(UploadError::Read(io::Error::other("no last part")));
             };
-            let mut last_body = last.chain(&fresh[..]).chain(&mut index);
+            let mut last_body = last.chain(fresh).chain(&mut index);
             let last_crc = crate::crc::combine(
                 crate::crc::combine(last_crc, fresh_crc, end - start),
                 index_crc,
@@ -212,12 +232,40 @@ impl Uploader<'_> {
             start: key.start,
             end,
             crc: all,
-            first_ms: first.first_ms,
+            first_ms: first.map_or(new_entries[0].time_ms, |f| f.first_ms),
             last_ms: m.time_ms,
             entries,
             open: false,
         })
     }
+}
+
+/// The index entries of new bytes `fresh` (from offset `start`): one per inner point
+/// `(end, time)`, then `last`; each with the CRC-32 of its bytes since the entry before.
+fn entries_of(
+    fresh: &[u8],
+    start: u64,
+    inner: &[(u64, u64)],
+    last: (u64, u64),
+) -> Result<Vec<Entry>, UploadError> {
+    let mut out = Vec::with_capacity(inner.len() + 1);
+    let mut from = start;
+    let mut time = 0;
+    for &(end, time_ms) in inner.iter().chain([&last]) {
+        if end < from || end > last.0 || time_ms < time {
+            return Err(UploadError::Read(io::Error::other(
+                "points inside new bytes out of order",
+            )));
+        }
+        let bytes = &fresh[(from - start) as usize..(end - start) as usize];
+        out.push(Entry {
+            end,
+            time_ms,
+            crc: crc32fast::hash(bytes),
+        });
+        (from, time) = (end, time_ms);
+    }
+    Ok(out)
 }
 
 /// The CRC-32 of the bytes of `run`, in order.

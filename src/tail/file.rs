@@ -247,7 +247,7 @@ impl FileFollower {
                 let time = s.clock.at_least(ms);
                 t.shipped.ship(s, t.generation, part, len, (time, true))?
             }
-            None => t.shipped.ship_detached(s, t.generation, part, len)?,
+            None => t.shipped.ship_detached(s, t.generation, part, len, None)?,
         }
         Ok(())
     }

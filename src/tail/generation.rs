@@ -225,12 +225,15 @@ impl Lifecycle {
     /// Ends the current generation: uploads what the held files gained since they were last
     /// uploaded, oldest change first, each labelled with its modification time (the moment it
     /// last was the datastore's), except `skip` (a file whose bytes are no longer what was
-    /// uploaded: nothing more of it belongs to this generation).
+    /// uploaded: nothing more of it belongs to this generation). `marked`: the Redis
+    /// incremental file whose `#TS` marks are points, and the generation's newest point
+    /// (see [`Shipped::ship_marked`]).
     pub fn finish<'a>(
         &self,
         s: &mut Session,
         held: impl IntoIterator<Item = (&'a String, &'a mut Shipped)>,
         skip: Option<&str>,
+        marked: Option<(&str, u64)>,
     ) -> std::result::Result<(), UploadError> {
         let Some(generation) = self.current else {
             return Ok(());
@@ -247,7 +250,8 @@ impl Lifecycle {
         }
         tails.sort_by_key(|(mtime, name, _, _)| (*mtime, name.as_str()));
         for (_, name, shipped, len) in tails {
-            shipped.ship_detached(s, generation, name, len)?;
+            let after = marked.filter(|(m, _)| m == name).map(|(_, after)| after);
+            shipped.ship_detached(s, generation, name, len, after)?;
         }
         Ok(())
     }

@@ -10,12 +10,13 @@ use std::path::Path;
 use crate::chain::GenId;
 use crate::compaction;
 use crate::error::{Error, Exit, Result};
+use crate::marks::{self, Scanner};
 
 use super::compaction::Merge;
 use super::held::Held;
 use super::proof::{self, Witness};
 use super::session::Session;
-use super::source::{crc_prefix, mtime_ms};
+use super::source::{crc_prefix, mtime_ms, read_exact_at};
 use super::upload::{BUFFER_LIMIT, UploadError};
 
 /// (device, inode): what a path refers to, so that a file renamed over it is noticed.
@@ -48,6 +49,8 @@ pub struct Shipped {
     in_bucket: bool,
     /// The objects the uploaded prefix is made of, in order: what compaction merges.
     held: Vec<Held>,
+    /// Where the file's `#TS` marks stand, once they are looked for (see [`Shipped::ship_marked`]).
+    scanner: Option<Scanner>,
 }
 
 impl Shipped {
@@ -59,6 +62,7 @@ impl Shipped {
             witness: Witness::empty(),
             in_bucket: false,
             held: Vec::new(),
+            scanner: None,
         }
     }
 
@@ -81,6 +85,7 @@ impl Shipped {
             witness,
             in_bucket: true,
             held: Vec::new(),
+            scanner: None,
         }))
     }
 
@@ -131,10 +136,53 @@ impl Shipped {
         len: u64,
         (time_ms, closes): (u64, bool),
     ) -> std::result::Result<(), UploadError> {
+        self.ship_with(s, generation, part, len, (time_ms, closes), None)
+    }
+
+    /// [`Shipped::ship`] for a Redis incremental file whose `#TS` marks are points: the upload
+    /// closes the point at `time_ms`, and each mark inside it (see [`crate::marks`]) that
+    /// falls after the generation's newest point `after_ms` is a point of its own. With no
+    /// such mark, or a range too large to read at once, it is a plain upload.
+    pub fn ship_marked(
+        &mut self,
+        s: &mut Session,
+        generation: GenId,
+        part: &str,
+        len: u64,
+        (time_ms, after_ms): (u64, u64),
+    ) -> std::result::Result<(), UploadError> {
+        self.ship_with(s, generation, part, len, (time_ms, true), Some(after_ms))
+    }
+
+    fn ship_with(
+        &mut self,
+        s: &mut Session,
+        generation: GenId,
+        part: &str,
+        len: u64,
+        (time_ms, closes): (u64, bool),
+        after_ms: Option<u64>,
+    ) -> std::result::Result<(), UploadError> {
         s.up.check_lease()?;
         let start = self.uploaded();
+        let marked = match after_ms {
+            Some(after) if closes && len > start && len - start <= BUFFER_LIMIT => self
+                .find_marks(part, (start, len), (after, time_ms))
+                .map_err(UploadError::Read)?,
+            _ => None,
+        };
+        let (inner, fresh) = match &marked {
+            Some(m) => (&m.inner[..], Some(&m.fresh[..])),
+            None => (&[][..], None),
+        };
         let merging = closes.then(|| self.merge_from(s, (start, len), time_ms));
-        if let Some(from) = merging.flatten() {
+        let from = match (merging.flatten(), inner.is_empty()) {
+            (Some(from), _) => Some(from),
+            // Points inside the new bytes: a merged object of its own.
+            (None, false) => Some(self.held.len()),
+            (None, true) => None,
+        };
+        if let Some(from) = from {
             let m = Merge {
                 generation,
                 part,
@@ -142,9 +190,14 @@ impl Shipped {
                 inputs: &self.held[from..],
                 new: (start, len),
                 time_ms,
+                inner,
+                fresh,
             };
             match s.up.put_merged(&m, &mut self.witness) {
                 Ok(merged) => {
+                    if let Some(m) = marked {
+                        self.scanner = Some(m.scanner);
+                    }
                     let replaced = self.held.split_off(from);
                     s.doomed.add(
                         replaced
@@ -153,6 +206,7 @@ impl Shipped {
                             .map(|h| h.object.key(&s.up.root)),
                     );
                     self.held.push(merged);
+                    self.in_bucket = true;
                     return Ok(());
                 }
                 // Compaction never holds a backup back: this upload goes as a plain delta,
@@ -190,7 +244,60 @@ impl Shipped {
         if r.is_ok() && closes {
             self.close_point(time_ms);
         }
+        if let (Ok(()), Some(m)) = (&r, marked) {
+            self.scanner = Some(m.scanner);
+        }
         r
+    }
+
+    /// Reads `[start, end)` and the `#TS` marks in it: the scanner is first brought up to
+    /// `start` from the file (from byte 0 the first time, or past ranges uploaded unread).
+    /// `None` when the file's framing was lost (said once at WARN: points only at each look).
+    fn find_marks(
+        &mut self,
+        part: &str,
+        (start, end): (u64, u64),
+        (after_ms, time_ms): (u64, u64),
+    ) -> io::Result<Option<Marked>> {
+        let mut fresh = vec![0; (end - start) as usize];
+        read_exact_at(&self.file, &mut fresh, start)?;
+        // Until a file shows a mark, it is not read for them: a Redis without
+        // `aof-timestamp-enabled` costs one search of the new bytes.
+        if self.scanner.is_none() && !fresh.windows(4).any(|w| w == b"#TS:") {
+            return Ok(None);
+        }
+        let mut scanner = match self.scanner.take() {
+            Some(sc) if sc.at <= start => sc,
+            _ => Scanner::new(),
+        };
+        let mut buf = vec![0; (1 << 20).min(start - scanner.at) as usize];
+        while scanner.at < start && !scanner.lost() {
+            let n = buf.len().min((start - scanner.at) as usize);
+            read_exact_at(&self.file, &mut buf[..n], scanner.at)?;
+            scanner.feed(&buf[..n]);
+        }
+        let was_lost = scanner.lost();
+        let mut after = scanner.clone();
+        let found = after.feed(&fresh);
+        if after.lost() && !was_lost {
+            log::warn!(
+                "{part} is not framed as Redis writes commands near byte {}: its #TS marks \
+                 are no longer read, and its points are each look's only",
+                after.at
+            );
+        }
+        self.scanner = Some(scanner);
+        if after.lost() {
+            self.scanner = Some(after);
+            return Ok(None);
+        }
+        let tail = after.last_second.filter(|_| after.at_boundary());
+        let inner = marks::points(&found, tail, (start, end), after_ms, time_ms);
+        Ok(Some(Marked {
+            fresh,
+            inner,
+            scanner: after,
+        }))
     }
 
     /// The point at `time_ms` has closed (its closing object landed, in this part or another):
@@ -207,16 +314,18 @@ impl Shipped {
     /// Uploads what the bucket lacks up to `len` of a file that is no longer the datastore's
     /// (replaced at its path, or left behind by a new generation), labelled with its
     /// modification time: it stopped being written then, and the generation's last point
-    /// must not claim writes that went elsewhere.
+    /// must not claim writes that went elsewhere. `marks_after`: as for
+    /// [`Shipped::ship_marked`], for the file Redis was appending to.
     pub fn ship_detached(
         &mut self,
         s: &mut Session,
         generation: GenId,
         part: &str,
         len: u64,
+        marks_after: Option<u64>,
     ) -> std::result::Result<(), UploadError> {
         let time = s.clock.at_least(mtime_ms(&self.file));
-        self.ship(s, generation, part, len, (time, true))
+        self.ship_with(s, generation, part, len, (time, true), marks_after)
     }
 
     /// Starts over in a new generation: the bucket holds nothing of it there.
@@ -224,6 +333,7 @@ impl Shipped {
         self.witness = Witness::empty();
         self.in_bucket = false;
         self.held.clear();
+        self.scanner = None;
     }
 
     /// Where the upload of `[start, end)` at `time_ms` merges from, if it does (see
@@ -257,6 +367,14 @@ impl Shipped {
             .map(|m| m.len().saturating_sub(self.uploaded()))
             .unwrap_or(0)
     }
+}
+
+/// New bytes read for an upload, the points their marks make, and the scanner after them
+/// (kept once the upload lands).
+struct Marked {
+    fresh: Vec<u8>,
+    inner: Vec<(u64, u64)>,
+    scanner: Scanner,
 }
 
 /// Opens a path to follow without blocking, and refuses anything but a regular file or a

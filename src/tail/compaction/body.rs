@@ -11,7 +11,7 @@ use super::super::held::Held;
 use super::super::upload::UploadError;
 
 /// The index of a merged object as a body: the header, each input's lines (from memory, or
-/// streamed from its own index and checked on the way), the new point's line.
+/// streamed from its own index and checked on the way), the new points' lines.
 pub(super) struct IndexBody {
     /// In-memory text not sent yet, then streamed inputs, in order.
     segments: std::collections::VecDeque<Segment>,
@@ -31,7 +31,7 @@ impl IndexBody {
         store: &dyn ObjectStore,
         root: &str,
         inputs: &[Held],
-        new: Entry,
+        new: &[Entry],
     ) -> Result<IndexBody, UploadError> {
         let mut segments = std::collections::VecDeque::new();
         let mut text: Vec<u8> = index::render(&[]);
@@ -82,15 +82,15 @@ impl IndexBody {
                 }
             }
         }
-        let mut new = new;
-        if let Some(c) = carried {
-            let from = inputs.last().map_or(new.end, |h| h.end);
-            new.crc = carry(Some(c), new.crc, new.end - from).0;
+        let mut new = new.to_vec();
+        if let (Some(c), Some(first)) = (carried, new.first_mut()) {
+            let from = inputs.last().map_or(first.end, |h| h.end);
+            first.crc = carry(Some(c), first.crc, first.end - from).0;
         }
-        let line = index::render(&[new]);
-        text.extend_from_slice(&line[index::HEADER.len()..]);
+        let lines = index::render(&new);
+        text.extend_from_slice(&lines[index::HEADER.len()..]);
         if let Some(k) = kept.as_mut() {
-            k.push(new);
+            k.extend_from_slice(&new);
         }
         len += text.len() as u64;
         let text_crc = kept.is_some().then(|| crc32fast::hash(&text));

@@ -263,3 +263,53 @@ fn merging_keeps_closed_pieces_as_points_and_folds_open_ones() {
         }
     }
 }
+
+/// Redis's `#TS` marks inside each upload are points of their own, and stay points through
+/// merges: each is listed at the last millisecond of the second before it, and rebuilds to
+/// the file cut just before the mark.
+#[test]
+fn timestamp_marks_are_points_inside_uploads_and_through_merges() {
+    let store = MemStore::new();
+    let (dir, path, mut shipped) = followed(b"");
+    let mut ses = session(&store);
+    ses.compaction = Spans::parse("2s,10s").unwrap();
+    let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut len, mut after, mut second) = (0u64, 0u64, 1_764_000_000u64);
+    for look in 0..60u64 {
+        // Three seconds of writes, each opened by its mark; the look comes during the third.
+        for s in 0..3 {
+            second += 1;
+            // A cut before a mark is a point, but for the first of a look (the look before).
+            if s > 0 {
+                want.insert((second - 1) * 1000 + 999, len);
+            }
+            let mut bytes = format!("#TS:{second}\r\n").into_bytes();
+            let value = "v".repeat((look % 7) as usize);
+            bytes.extend(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{value}\r\n",
+                    value.len()
+                )
+                .bytes(),
+            );
+            out.write_all(&bytes).unwrap();
+            len += bytes.len() as u64;
+        }
+        let time = second * 1000 + 500;
+        shipped
+            .ship_marked(&mut ses, GEN, "file", len, (time, after))
+            .unwrap();
+        want.insert(time, len);
+        after = time;
+        ses.doomed.flush(&store, look % 10 == 0);
+    }
+    ses.doomed.flush(&store, true);
+    let gens = generations(&store);
+    assert!(
+        gens[0].stored().len() < 20,
+        "merged: {} objects",
+        gens[0].stored().len()
+    );
+    check_points(&store, &dir, &want, 1);
+}
