@@ -463,3 +463,56 @@ fn s3_errors_say_what_the_server_said_and_name_a_skewed_clock() {
     );
     assert!(!err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 }
+
+/// Redis cuts a torn last command once after a crash: a new generation. A Redis file cut or
+/// written over again within the hour is a mode that writes files over (fixed-size recycled
+/// AOF files): persist stops with 65 rather than start a generation, and upload the base
+/// again, at every look.
+#[test]
+fn a_redis_file_written_over_twice_stops_persist() {
+    let s3 = S3::start();
+    let work = Scratch::new("written-over");
+    let aof = work.path("appendonlydir");
+    std::fs::create_dir_all(&aof).unwrap();
+    std::fs::write(
+        aof.join("appendonly.aof.manifest"),
+        "file appendonly.aof.1.incr.aof seq 1 type i\n",
+    )
+    .unwrap();
+    let incr = aof.join("appendonly.aof.1.incr.aof");
+    std::fs::write(&incr, b"*1\r\n$4\r\nPING\r\n".repeat(3)).unwrap();
+    let persist = s3.persist("wo", &aof, "0.1");
+    wait_for("sync", T, || s3.folder_synced("wo", &aof));
+
+    // A torn last command cut, as Redis does when it starts after a crash.
+    let f = std::fs::OpenOptions::new().write(true).open(&incr).unwrap();
+    f.set_len(14 * 3 - 5).unwrap();
+    wait_for("the new generation", T, || {
+        newest_generation(&s3, "wo") == 2 && s3.folder_synced("wo", &aof)
+    });
+    // Written over in place: the second time within the hour.
+    f.write_all_at(b"*1\r\n$4\r\nPONG", 0).unwrap();
+    let out = persist.wait_exit(T);
+    assert_eq!(out.status.code(), Some(65), "{}", out.err());
+    assert!(
+        out.err().contains("the second time within an hour"),
+        "{}",
+        out.err()
+    );
+    assert!(
+        out.err().contains("truncated from 42 to 37 bytes"),
+        "{}",
+        out.err()
+    );
+    assert_eq!(
+        newest_generation(&s3, "wo"),
+        2,
+        "no generation for bytes written over"
+    );
+    // Every point stays recoverable: the newest is the cut file.
+    let restored = work.path("restored");
+    let out = s3.recover("wo", &restored, &[]);
+    assert!(out.status.success(), "{}", out.err());
+    let got = std::fs::read(restored.join("appendonly.aof.1.incr.aof")).unwrap();
+    assert_eq!(got, b"*1\r\n$4\r\nPING\r\n".repeat(3)[..37]);
+}

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Exit, Result};
 use crate::layout::Mode;
@@ -31,6 +32,10 @@ use super::{Follower, TickError};
 mod decide;
 
 pub use decide::{DirSeen, DirStep, decide};
+
+/// A second file cut or written over in place within this long stops persist (see
+/// [`AofDirFollower::refuse_written_over`]).
+const WRITTEN_OVER_WINDOW: Duration = Duration::from_secs(3600);
 
 /// How often one tick re-reads a manifest that keeps changing before leaving it to the next.
 const STABLE_TRIES: usize = 5;
@@ -55,6 +60,9 @@ pub struct AofDirFollower {
     said_waiting: bool,
     /// The time of the generation's newest point: marks make points only after it.
     last_point_ms: u64,
+    /// When a file was last found cut or written over in place (see
+    /// [`AofDirFollower::refuse_written_over`]).
+    written_over: Option<Instant>,
 }
 
 /// One consistent look at the folder.
@@ -81,6 +89,7 @@ impl AofDirFollower {
             restart: None,
             said_waiting: false,
             last_point_ms: 0,
+            written_over: None,
         };
         if let Some(plan) = resume {
             f.try_resume(&plan)?;
@@ -128,6 +137,36 @@ impl AofDirFollower {
             }
             Err(why) => why_not(why),
         }
+    }
+
+    /// Redis and Valkey only append to AOF files, and cut a torn last command once, when they
+    /// start after a crash or a failed write: that starts a new generation (at WARN, said by
+    /// the caller). The same again within [`WRITTEN_OVER_WINDOW`] is not a repair but a mode
+    /// that writes files over (fixed-size recycled AOF files, valkey#3515): following it
+    /// would start a generation, and upload the base again, at every look. Persist stops.
+    fn refuse_written_over(&mut self, reason: &Reason) -> Result<()> {
+        if !matches!(reason, Reason::Truncated { .. } | Reason::Changed { .. }) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self
+            .written_over
+            .is_some_and(|t| now.duration_since(t) < WRITTEN_OVER_WINDOW)
+        {
+            return Err(Error::new(
+                Exit::Data,
+                format!(
+                    "{}: {reason}, the second time within an hour: Redis and Valkey only append \
+                     to AOF files (and cut a torn last command once after a crash); an AOF mode \
+                     that writes its files over (fixed-size recycled files) cannot be backed up \
+                     by following appends: turn that mode off and start persist again (every \
+                     point already in the bucket stays recoverable)",
+                    self.dir.display()
+                ),
+            ));
+        }
+        self.written_over = Some(now);
+        Ok(())
     }
 
     /// When a generation ends: the file whose marks its last uploads cut at (the last
@@ -347,6 +386,7 @@ impl Follower for AofDirFollower {
                 return self.tick(s);
             }
             DirStep::Start(reason) => {
+                self.refuse_written_over(&reason)?;
                 let skip = dir_seen.changed.as_ref().map(|(n, _)| n.as_str());
                 let marked = self.marked_on_finish();
                 let marked = marked.as_ref().map(|(n, t)| (n.as_str(), *t));
