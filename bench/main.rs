@@ -9,6 +9,7 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod marks;
 mod measure;
 mod month;
 mod peers;
@@ -176,6 +177,9 @@ fn main() {
         }
         if want("idle") {
             measure::idle(&s3, &work, window, &mut t);
+        }
+        if want("Redis, a write every 100 ms") {
+            marks::marks(&s3, &work, window, &mut t);
         }
         if want("simulated month") {
             month::month(&s3, &work, window, &mut t);
