@@ -430,13 +430,16 @@ impl Follower for AofDirFollower {
             (false, [(name, _)]) => last_incr(&obs.entries) == Some(name.as_str()),
             _ => false,
         };
+        // From here objects of this time may land, even if the tick fails: later marks must
+        // make points after it.
+        let after = std::mem::replace(&mut self.last_point_ms, time);
         for (i, &(name, len)) in behind.iter().enumerate() {
             let Some(p) = self.parts.get_mut(name) else {
                 continue;
             };
             let closes = !put_manifest && i + 1 == behind.len();
             match marked {
-                true => p.ship_marked(s, generation, name, len, (time, self.last_point_ms))?,
+                true => p.ship_marked(s, generation, name, len, (time, after))?,
                 false => p.ship(s, generation, name, len, (time, closes))?,
             }
         }
@@ -448,7 +451,6 @@ impl Follower for AofDirFollower {
         for p in self.parts.values_mut() {
             p.close_point(time);
         }
-        self.last_point_ms = time;
         Ok(())
     }
 
