@@ -175,14 +175,15 @@ impl Shipped {
             Some(m) => (&m.inner[..], Some(&m.fresh[..])),
             None => (&[][..], None),
         };
-        let merging = closes.then(|| self.merge_from(s, (start, len), time_ms));
-        let from = match (merging.flatten(), inner.is_empty()) {
-            (Some(from), _) => Some(from),
-            // Points inside the new bytes: a merged object of its own.
-            (None, false) => Some(self.held.len()),
-            (None, true) => None,
-        };
-        if let Some(from) = from {
+        let merging = closes
+            .then(|| self.merge_from(s, (start, len), time_ms))
+            .flatten();
+        // A merge with the objects compaction chose; failing that, or without one, a merged
+        // object of the new bytes alone when marks make points inside them; failing both, a
+        // plain delta.
+        let own = (!inner.is_empty()).then_some(self.held.len());
+        let mut tries = merging.into_iter().chain(own).peekable();
+        while let Some(from) = tries.next() {
             let m = Merge {
                 generation,
                 part,
@@ -223,9 +224,13 @@ impl Shipped {
                         true => log::Level::Warn,
                         false => log::Level::Info,
                     };
+                    let instead = match tries.peek() {
+                        Some(_) => "uploading the new bytes alone, with their #TS points",
+                        None => "uploading a plain delta",
+                    };
                     log::log!(
                         level,
-                        "compaction of {part} in generation {}: {why}; uploading a plain delta",
+                        "compaction of {part} in generation {}: {why}; {instead}",
                         generation.number
                     );
                 }

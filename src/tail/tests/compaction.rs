@@ -332,3 +332,51 @@ fn timestamp_marks_are_points_inside_uploads_and_through_merges() {
     );
     check_points(&store, &dir, &want, 1);
 }
+
+/// A merge that fails (here: bytes of the file changed under the objects it would merge)
+/// leaves the new bytes' marks their points: they go up as an object of their own.
+#[test]
+fn marks_keep_their_points_when_a_merge_fails() {
+    let store = MemStore::new();
+    let (_dir, path, mut shipped) = followed(b"");
+    let mut ses = session(&store);
+    ses.compaction = Spans::parse("1s").unwrap();
+    let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+    let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut look = |second: u64| {
+        for s in [second, second + 1] {
+            out.write_all(format!("#TS:{s}\r\n").as_bytes()).unwrap();
+            out.write_all(set).unwrap();
+        }
+        fs::metadata(&path).unwrap().len()
+    };
+    let len = look(100);
+    shipped
+        .ship_marked(&mut ses, GEN, "file", len, (101_500, 0))
+        .unwrap();
+    // Written in place: the merge at the next window reads bytes that are not the bucket's.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"#")
+        .unwrap();
+    let len2 = look(103);
+    shipped
+        .ship_marked(&mut ses, GEN, "file", len2, (104_500, 101_500))
+        .unwrap();
+    let points: Vec<(u64, u64)> = chain::recovery_points(&generations(&store))
+        .iter()
+        .map(|p| (p.time_ms, p.bytes))
+        .collect();
+    let mark = len + 9 + set.len() as u64; // the cut before #TS:104
+    assert_eq!(
+        points,
+        [
+            (100_999, 9 + set.len() as u64),
+            (101_500, len),
+            (103_999, mark),
+            (104_500, len2)
+        ]
+    );
+}
