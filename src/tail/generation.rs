@@ -249,8 +249,13 @@ impl Lifecycle {
             }
         }
         tails.sort_by_key(|(mtime, name, _, _)| (*mtime, name.as_str()));
+        // Marks are points only when their file is the one tail: a cut in it, labelled
+        // before another file's tail time, would leave that tail out of the point.
+        let alone = tails.len() == 1;
         for (_, name, shipped, len) in tails {
-            let after = marked.filter(|(m, _)| m == name).map(|(_, after)| after);
+            let after = marked
+                .filter(|(m, _)| alone && m == name)
+                .map(|(_, after)| after);
             shipped.ship_detached(s, generation, name, len, after)?;
         }
         Ok(())
