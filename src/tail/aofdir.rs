@@ -406,6 +406,7 @@ impl Follower for AofDirFollower {
         let Some(generation) = self.life.current() else {
             return Ok(());
         };
+        let floor = s.clock.last();
         let time = s.clock.at_least(seen);
         // One observation, one point: the manifest goes last when it is uploaded (a reader must
         // never see a manifest naming files that are not there), and whatever goes last closes
@@ -430,25 +431,48 @@ impl Follower for AofDirFollower {
             (false, [(name, _)]) => last_incr(&obs.entries) == Some(name.as_str()),
             _ => false,
         };
+        // The first look of a generation (every file new to it): a cut at a mark in the
+        // growing file, with the files before it whole, is a folder Redis held too (a new
+        // base holds every write made before its rewrite began). That file goes first; the
+        // others and the manifest then carry the time of its first point, so each point has
+        // them all, and the manifest, last, still makes the look appear whole or not at all.
+        let last = last_incr(&obs.entries);
+        let opening = put_manifest
+            && behind.iter().any(|(n, _)| Some(n.as_str()) == last)
+            && behind
+                .iter()
+                .all(|(n, _)| self.parts.get(*n).is_some_and(|p| !p.in_bucket()));
         // From here objects of this time may land, even if the tick fails: later marks must
         // make points after it.
         let after = std::mem::replace(&mut self.last_point_ms, time);
+        let mut label = time;
+        if opening
+            && let Some(name) = last
+            && let (Some(&len), Some(p)) = (obs.lengths.get(name), self.parts.get_mut(name))
+        {
+            let first = p.ship_marked(s, generation, name, len, (time, floor, false))?;
+            label = first.unwrap_or(time);
+        }
         for (i, &(name, len)) in behind.iter().enumerate() {
             let Some(p) = self.parts.get_mut(name) else {
                 continue;
             };
             let closes = !put_manifest && i + 1 == behind.len();
-            match marked {
-                true => p.ship_marked(s, generation, name, len, (time, after))?,
-                false => p.ship(s, generation, name, len, (time, closes))?,
+            match (marked, opening && Some(name.as_str()) == last) {
+                (_, true) => {}
+                (true, false) => {
+                    p.ship_marked(s, generation, name, len, (time, after, true))?;
+                }
+                (false, false) => p.ship(s, generation, name, len, (label, closes))?,
             }
         }
         if let (true, Some(manifest_name)) = (put_manifest, self.manifest_name.clone()) {
-            s.up.put_snap(generation, &manifest_name, &obs.manifest, time)?;
+            s.up.put_snap(generation, &manifest_name, &obs.manifest, label)?;
             self.manifest_uploaded = Some(obs.manifest);
         }
         // The look's closing object landed: every file's pieces of it belong to a point.
         for p in self.parts.values_mut() {
+            p.close_point(label);
             p.close_point(time);
         }
         Ok(())

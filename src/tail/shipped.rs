@@ -137,21 +137,23 @@ impl Shipped {
         (time_ms, closes): (u64, bool),
     ) -> std::result::Result<(), UploadError> {
         self.ship_with(s, generation, part, len, (time_ms, closes), None)
+            .map(|_| ())
     }
 
-    /// [`Shipped::ship`] for a Redis incremental file whose `#TS` marks are points: the upload
-    /// closes the point at `time_ms`, and each mark inside it (see [`crate::marks`]) that
-    /// falls after the generation's newest point `after_ms` is a point of its own. With no
-    /// such mark, or a range too large to read at once, it is a plain upload.
+    /// [`Shipped::ship`] for a Redis incremental file whose `#TS` marks are points: each mark
+    /// inside the upload (see [`crate::marks`]) that falls after `after_ms` and before
+    /// `time_ms` is a point of its own, in a merged object of the new bytes (or of a merge).
+    /// With no such mark, or a range too large to read at once, it is a plain upload.
+    /// Returns the time of the first point marks made, if any.
     pub fn ship_marked(
         &mut self,
         s: &mut Session,
         generation: GenId,
         part: &str,
         len: u64,
-        (time_ms, after_ms): (u64, u64),
-    ) -> std::result::Result<(), UploadError> {
-        self.ship_with(s, generation, part, len, (time_ms, true), Some(after_ms))
+        (time_ms, after_ms, closes): (u64, u64, bool),
+    ) -> std::result::Result<Option<u64>, UploadError> {
+        self.ship_with(s, generation, part, len, (time_ms, closes), Some(after_ms))
     }
 
     fn ship_with(
@@ -162,11 +164,11 @@ impl Shipped {
         len: u64,
         (time_ms, closes): (u64, bool),
         after_ms: Option<u64>,
-    ) -> std::result::Result<(), UploadError> {
+    ) -> std::result::Result<Option<u64>, UploadError> {
         s.up.check_lease()?;
         let start = self.uploaded();
         let marked = match after_ms {
-            Some(after) if closes && len > start && len - start <= BUFFER_LIMIT => self
+            Some(after) if len > start && len - start <= BUFFER_LIMIT => self
                 .find_marks(part, (start, len), (after, time_ms))
                 .map_err(UploadError::Read)?,
             _ => None,
@@ -196,6 +198,7 @@ impl Shipped {
             };
             match s.up.put_merged(&m, &mut self.witness) {
                 Ok(merged) => {
+                    let first = inner.first().map(|&(_, t)| t);
                     if let Some(m) = marked {
                         self.scanner = Some(m.scanner);
                     }
@@ -208,7 +211,7 @@ impl Shipped {
                     );
                     self.held.push(merged);
                     self.in_bucket = true;
-                    return Ok(());
+                    return Ok(first);
                 }
                 // Compaction never holds a backup back: this upload goes as a plain delta,
                 // and the merge is tried again at the next window. Said at WARN when it will
@@ -252,7 +255,7 @@ impl Shipped {
         if let (Ok(()), Some(m)) = (&r, marked) {
             self.scanner = Some(m.scanner);
         }
-        r
+        r.map(|()| None)
     }
 
     /// Reads `[start, end)` and the `#TS` marks in it: the scanner is first brought up to
@@ -331,6 +334,7 @@ impl Shipped {
     ) -> std::result::Result<(), UploadError> {
         let time = s.clock.at_least(mtime_ms(&self.file));
         self.ship_with(s, generation, part, len, (time, true), marks_after)
+            .map(|_| ())
     }
 
     /// Starts over in a new generation: the bucket holds nothing of it there.

@@ -317,7 +317,7 @@ fn timestamp_marks_are_points_inside_uploads_and_through_merges() {
             }
         };
         shipped
-            .ship_marked(&mut ses, GEN, "file", len, (time, after))
+            .ship_marked(&mut ses, GEN, "file", len, (time, after, true))
             .unwrap();
         want.insert(time, len);
         after = time;
@@ -352,7 +352,7 @@ fn marks_keep_their_points_when_a_merge_fails() {
     };
     let len = look(100);
     shipped
-        .ship_marked(&mut ses, GEN, "file", len, (101_500, 0))
+        .ship_marked(&mut ses, GEN, "file", len, (101_500, 0, true))
         .unwrap();
     // Written in place: the merge at the next window reads bytes that are not the bucket's.
     fs::OpenOptions::new()
@@ -363,7 +363,7 @@ fn marks_keep_their_points_when_a_merge_fails() {
         .unwrap();
     let len2 = look(103);
     shipped
-        .ship_marked(&mut ses, GEN, "file", len2, (104_500, 101_500))
+        .ship_marked(&mut ses, GEN, "file", len2, (104_500, 101_500, true))
         .unwrap();
     let points: Vec<(u64, u64)> = chain::recovery_points(&generations(&store))
         .iter()
