@@ -234,19 +234,31 @@ fn sigkill_while_redis_writes_and_rewrites() {
     let work = Scratch::new("torture-redis");
     let data = work.path("data");
     std::fs::create_dir_all(&data).unwrap();
-    let mut redis = Redis::start_with(&data, &["--rdb-key-save-delay", "100"]);
+    // With `#TS` marks: points inside uploads too, each of which must hold exactly the writes
+    // made before it.
+    let mut redis = Redis::start_with(
+        &data,
+        &[
+            "--rdb-key-save-delay",
+            "100",
+            "--aof-timestamp-enabled",
+            "yes",
+        ],
+    );
     let aof = data.join("appendonlydir");
 
-    // Writes keys k:000001, k:000002, ... and records when each was acknowledged.
+    // Writes keys k:000001, k:000002, ... and records when each was sent and acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let writer = {
-        let (stop, acked, port) = (stop.clone(), acked.clone(), redis.port);
+        let (stop, acked, sent, port) = (stop.clone(), acked.clone(), sent.clone(), redis.port);
         std::thread::spawn(move || {
             let mut conn = Resp::connect(port);
             let mut n = 0usize;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
+                sent.lock().unwrap().push(now_ms_f());
                 let r = conn.call(&["SET", &format!("k:{n:06}"), &format!("v{n}")]);
                 assert_eq!(r, Reply::Simple("OK".into()));
                 acked.lock().unwrap().push(now_ms_f());
@@ -255,7 +267,7 @@ fn sigkill_while_redis_writes_and_rewrites() {
         })
     };
 
-    let mut checked = 0;
+    let (mut checked, mut marks) = (0, 0);
     for round in 0..rounds {
         if round % 2 == 1 {
             redis.wait_rewrite_done();
@@ -269,7 +281,16 @@ fn sigkill_while_redis_writes_and_rewrites() {
             continue;
         };
         let pick = points[rng.below(points.len() as u64) as usize].clone();
-        for pt in [newest.clone(), pick] {
+        // And the newest points marks made (listed at a second's last millisecond).
+        let marked = points
+            .iter()
+            .rev()
+            .filter(|p| p.unix.ends_with(".999"))
+            .take(2);
+        let mut check = vec![newest.clone(), pick];
+        check.extend(marked.cloned());
+        check.dedup();
+        for pt in check {
             let dir = work.path(&format!("r{round}-{}", pt.unix));
             std::fs::create_dir_all(&dir).unwrap();
             let out = s3.recover(
@@ -296,6 +317,21 @@ fn sigkill_while_redis_writes_and_rewrites() {
                 "round {round}: point {} lost acknowledged writes",
                 pt.rfc3339
             );
+            // Nothing sent after the point (a moment's slack: the time of a look is taken just
+            // before the files are measured).
+            let may = sent
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| **s <= t + 50.0)
+                .count();
+            assert!(
+                got.len() <= may,
+                "round {round}: point {} holds {} writes, only {may} were sent by then",
+                pt.rfc3339,
+                got.len()
+            );
+            marks += usize::from(pt.unix.ends_with(".999"));
             checked += 1;
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -305,6 +341,6 @@ fn sigkill_while_redis_writes_and_rewrites() {
     let writes = acked.lock().unwrap().len();
     redis.stop();
     eprintln!(
-        "torture (redis): {rounds} SIGKILL rounds with rewrites, {writes} writes, {checked} points started in Redis, 0 lost"
+        "torture (redis): {rounds} SIGKILL rounds with rewrites, {writes} writes, {checked} points started in Redis ({marks} made by #TS marks), 0 lost, none early"
     );
 }
