@@ -21,8 +21,9 @@
 //! * `kind`: `delta` (bytes `[start, end)` appended to the part), `snap` (the whole part,
 //!   `start` is 0; used for the Redis manifest, which is rewritten rather than appended to), or
 //!   `merged` (compaction, or a Redis upload with `#TS` marks inside it, see [`index`] and
-//!   [`crate::marks`]): bytes `[start, end)` that several recovery points were observed in, followed in the same object by a plain-text index of those points. `time`
-//!   is then the last point's, `crc` that of the bytes `[start, end)` without the index, and the
+//!   [`crate::marks`]): bytes `[start, end)` that several recovery points were observed in,
+//!   followed in the same object by a plain-text index of those points. `time` is then the
+//!   last point's, `crc` that of the bytes `[start, end)` without the index, and the
 //!   object is longer than `end - start`. An older petrify does not know `merged`, ignores it
 //!   with a WARN and reports the bytes it holds as missing: it never reads them wrongly, which is
 //!   why the layout stays `petrify-v1`.

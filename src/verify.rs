@@ -73,7 +73,11 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
             }
             Some(said)
         }
-        _ => None,
+        (Some(_), _) => {
+            log::warn!("--load: no restore drill on a bucket whose checks failed");
+            None
+        }
+        (None, _) => None,
     };
     report.finish()?;
     if let Some(Err(e)) = drilled {

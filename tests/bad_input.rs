@@ -58,6 +58,8 @@ const TABLE: &str = "
 77 | Permission denied         | unreadable file            | nobody | persist --bucket {bucket} --prefix p --file {unreadable}
 77 | Permission denied         | read-only target folder    | nobody | recover --bucket {bucket} --prefix have --file {readonly}/f
 64 | is a FIFO                 | a FIFO to persist          |  | persist --bucket {bucket} --prefix p --file {fifo}
+64 | give --load too           | --server without --load    |  | verify --bucket {bucket} --prefix have --server redis-server
+78 | --server PATH             | a restore drill, no program | PATH=/nonexistent | verify --bucket {bucket} --prefix redisdir --load
 ";
 
 struct Case {

@@ -472,6 +472,30 @@ fn the_restore_drill_loads_a_good_point_and_refuses_a_damaged_one() {
     let out = drill(&["--at-timestamp", &good]);
     assert!(out.status.success(), "{}", out.err());
 
+    // A single file is no folder to load: refused, before anything is fetched.
+    let log = work.path("log");
+    std::fs::write(&log, b"some bytes\n").unwrap();
+    let p = s3.persist("drillfile", &log, "0.1");
+    wait_for("the file in the bucket", T, || {
+        s3.uploaded_end("drillfile") == Some(11)
+    });
+    p.terminate(T);
+    let out = s3
+        .petrify()
+        .env("TMPDIR", &tmp)
+        .args([
+            "verify",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            "drillfile",
+            "--load",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", out.err());
+    assert!(out.err().contains("single file"), "{}", out.err());
+
     // No program to run: said, with 78.
     let out = s3
         .petrify()

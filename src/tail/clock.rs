@@ -55,13 +55,13 @@ impl Clock {
         }
     }
 
-    /// A time no earlier than `ms` (a file's modification time, say), still strictly after every
-    /// time handed out before.
     /// The last time given out: every object stored so far is at or before it.
     pub fn last(&self) -> u64 {
         self.last_ms
     }
 
+    /// A time no earlier than `ms` (a file's modification time, say), still strictly after every
+    /// time handed out before.
     pub fn at_least(&mut self, ms: u64) -> u64 {
         self.last_ms = ms.max(self.last_ms + 1);
         self.last_ms

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bucket::Place;
+use crate::bucket::{self, Place};
+use crate::chain;
 use crate::error::{Error, Exit, Result};
-use crate::recover::{RecoverRequest, recover};
+use crate::layout::Mode;
+use crate::recover::{RecoverRequest, choose_point, recover};
 use crate::s3::ObjectStore;
 
 /// The tools tried, in order, when `--server` is not given: a server proves most (Valkey's
@@ -50,24 +52,28 @@ pub fn drill(
             )
         })?,
     };
-    let scratch = Scratch::new()?;
-    let aof = scratch.0.join(AOF_DIR);
-    let req = RecoverRequest {
-        place: place.clone(),
-        file: aof.clone(),
-        at_ms,
-        force: false,
-        if_missing: false,
-        parallel,
-    };
-    recover(&req, store)?;
-    if !aof.is_dir() {
+    // The point, chosen as recover chooses it, and pinned: a point persist adds meanwhile
+    // does not change what is drilled. A single file is refused before anything is fetched.
+    let found = bucket::survey_to_recover(store, &place.root(), at_ms)?;
+    let point = choose_point(&chain::recovery_points(&found.generations), at_ms, place)?;
+    if point.generation.mode != Mode::AofDir {
         return Err(Error::new(
             Exit::Usage,
             "--load drills Redis folders (appendonlydir/); this point is a single file: \
              `verify --deep` checks its bytes",
         ));
     }
+    let scratch = Scratch::new()?;
+    let aof = scratch.0.join(AOF_DIR);
+    let req = RecoverRequest {
+        place: place.clone(),
+        file: aof.clone(),
+        at_ms: Some(point.time_ms),
+        force: false,
+        if_missing: false,
+        parallel,
+    };
+    recover(&req, store)?;
     let manifest = std::fs::read_dir(&aof)
         .map_err(|e| Error::io("cannot read", &aof, &e))?
         .filter_map(|e| e.ok())
