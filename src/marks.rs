@@ -100,7 +100,7 @@ impl Scanner {
             let off = self.at + i as u64;
             let b = bytes[i];
             match &mut self.state {
-                State::Lost => return out,
+                State::Lost => break,
                 State::Boundary => {
                     self.state = match b {
                         b'#' => State::Annotation {

@@ -106,8 +106,10 @@ fn thousands_of_points_keep_their_times_and_bytes() {
             continue;
         }
         looked = Instant::now();
+        // The bound only stops a server that never gets there: moto on a busy machine took
+        // more than 120 s once (813 points by then).
         if s3.list_raw("many").lines().count() >= 1000
-            || started.elapsed() > Duration::from_secs(120)
+            || started.elapsed() > Duration::from_secs(480)
         {
             break;
         }

@@ -123,6 +123,17 @@ fn check(tool: &Path, manifest: &Path) -> Result<String> {
 /// loaded the folder (PING answers PONG, not LOADING), counts its keys and shuts it down.
 fn serve(tool: &Path, dir: &Path, manifest: &str) -> Result<String> {
     let socket = dir.join("drill.sock");
+    // A Unix socket's path fits in 108 bytes: a longer one would fail the server's start,
+    // and be told as a point it could not load.
+    if socket.as_os_str().len() > 100 {
+        return Err(Error::new(
+            Exit::Config,
+            format!(
+                "{} is too long a path for the drill's Unix socket: give a shorter TMPDIR",
+                socket.display()
+            ),
+        ));
+    }
     let log = dir.join("server.log");
     let append_name = manifest.trim_end_matches(".manifest");
     let child = Command::new(tool)

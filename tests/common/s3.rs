@@ -105,20 +105,43 @@ impl S3 {
         s3
     }
 
+    /// Starts moto and makes the bucket. A port another test's server took between
+    /// `free_port` and moto's bind (moto then exits) is given up for a fresh one.
     fn start_moto(&mut self) {
-        let child = Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start moto_server: run scripts/setup");
-        self.proc = Some(Proc::new(child, "moto_server"));
-        let port = self.port;
-        wait_for("moto to listen", Duration::from_secs(30), || {
-            listening(port)
-        });
-        let made = ureq::put(&format!("{}/{BUCKET}", self.endpoint())).send_empty();
-        assert!(made.is_ok(), "creating the bucket on moto: {made:?}");
+        for _ in 0..3 {
+            let child = Command::new(moto_server())
+                .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot start moto_server: run scripts/setup");
+            let mut proc = Proc::new(child, "moto_server");
+            let port = self.port;
+            let mut exited = false;
+            wait_for("moto to listen", Duration::from_secs(30), || {
+                exited = matches!(proc.child.try_wait(), Ok(Some(_)));
+                exited || listening(port)
+            });
+            let made = match exited {
+                true => None,
+                false => Some(ureq::put(&format!("{}/{BUCKET}", self.endpoint())).send_empty()),
+            };
+            match made {
+                Some(Ok(_)) => {
+                    self.proc = Some(proc);
+                    return;
+                }
+                Some(Err(e)) if !matches!(proc.child.try_wait(), Ok(Some(_))) => {
+                    panic!("creating the bucket on moto: {e:?}")
+                }
+                // moto exited: its port was taken.
+                _ => {
+                    proc.kill();
+                    self.port = free_port();
+                }
+            }
+        }
+        panic!("moto did not start on three ports in a row");
     }
 
     /// A bucket with Object Lock (so, versioning) on moto, whose default retention locks every
