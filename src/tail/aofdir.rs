@@ -431,11 +431,13 @@ impl Follower for AofDirFollower {
             (false, [(name, _)]) => last_incr(&obs.entries) == Some(name.as_str()),
             _ => false,
         };
-        // The first look of a generation (every file new to it): a cut at a mark in the
-        // growing file, with the files before it whole, is a folder Redis held too (a new
-        // base holds every write made before its rewrite began). That file goes first; the
-        // others and the manifest then carry the time of its first point, so each point has
-        // them all, and the manifest, last, still makes the look appear whole or not at all.
+        // A look in which every file that moved is new to the generation (its first look, or
+        // the new incremental file of a rewrite that began while the older ones sat still):
+        // a cut at a mark in the growing file, with the files before it whole, is a folder
+        // Redis held too (a new base holds every write made before its rewrite began). That
+        // file goes first; the others and the manifest then carry the time of its first
+        // point, so each point has them all, and the manifest, last, still makes the look
+        // appear whole or not at all.
         let last = last_incr(&obs.entries);
         let opening = put_manifest
             && behind.iter().any(|(n, _)| Some(n.as_str()) == last)
