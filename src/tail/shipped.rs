@@ -168,11 +168,13 @@ impl Shipped {
         s.up.check_lease()?;
         let start = self.uploaded();
         let marked = match after_ms {
-            Some(after) if len > start && len - start <= BUFFER_LIMIT => self
-                .find_marks(part, (start, len), (after, time_ms))
-                .map_err(UploadError::Read)?,
+            Some(after) if len > start && len - start <= BUFFER_LIMIT => Some(
+                self.find_marks(part, (start, len), (after, time_ms))
+                    .map_err(UploadError::Read)?,
+            ),
             _ => None,
         };
+        // The new bytes as read for the marks are the ones sent, whichever way they go.
         let (inner, fresh) = match &marked {
             Some(m) => (&m.inner[..], Some(&m.fresh[..])),
             None => (&[][..], None),
@@ -199,8 +201,8 @@ impl Shipped {
             match s.up.put_merged(&m, &mut self.witness) {
                 Ok(merged) => {
                     let first = inner.first().map(|&(_, t)| t);
-                    if let Some(m) = marked {
-                        self.scanner = Some(m.scanner);
+                    if let Some(sc) = marked.and_then(|m| m.scanner) {
+                        self.scanner = Some(sc);
                     }
                     let replaced = self.held.split_off(from);
                     s.doomed.add(
@@ -242,7 +244,7 @@ impl Shipped {
         let r = s.up.put_deltas(
             generation,
             part,
-            &self.file,
+            (&self.file, fresh),
             (start, len),
             (time_ms, closes),
             (&mut self.witness, &mut self.held),
@@ -252,27 +254,33 @@ impl Shipped {
         if r.is_ok() && closes {
             self.close_point(time_ms);
         }
-        if let (Ok(()), Some(m)) = (&r, marked) {
-            self.scanner = Some(m.scanner);
+        if let (Ok(()), Some(sc)) = (&r, marked.and_then(|m| m.scanner)) {
+            self.scanner = Some(sc);
         }
         r.map(|()| None)
     }
 
     /// Reads `[start, end)` and the `#TS` marks in it: the scanner is first brought up to
     /// `start` from the file (from byte 0 the first time, or past ranges uploaded unread).
-    /// `None` when the file's framing was lost (said once at WARN: points only at each look).
+    /// No points when the file's framing was lost (said once at WARN: points only at each
+    /// look).
     fn find_marks(
         &mut self,
         part: &str,
         (start, end): (u64, u64),
         (after_ms, time_ms): (u64, u64),
-    ) -> io::Result<Option<Marked>> {
+    ) -> io::Result<Marked> {
         let mut fresh = vec![0; (end - start) as usize];
         read_exact_at(&self.file, &mut fresh, start)?;
+        let none = |fresh| Marked {
+            fresh,
+            inner: Vec::new(),
+            scanner: None,
+        };
         // Until a file shows a mark, it is not read for them: a Redis without
         // `aof-timestamp-enabled` costs one search of the new bytes.
         if self.scanner.is_none() && !fresh.windows(4).any(|w| w == b"#TS:") {
-            return Ok(None);
+            return Ok(none(fresh));
         }
         let mut scanner = match self.scanner.take() {
             Some(sc) if sc.at <= start => sc,
@@ -297,15 +305,15 @@ impl Shipped {
         self.scanner = Some(scanner);
         if after.lost() {
             self.scanner = Some(after);
-            return Ok(None);
+            return Ok(none(fresh));
         }
         let tail = after.last_second.filter(|_| after.at_boundary());
         let inner = marks::points(&found, tail, (start, end), after_ms, time_ms);
-        Ok(Some(Marked {
+        Ok(Marked {
             fresh,
             inner,
-            scanner: after,
-        }))
+            scanner: Some(after),
+        })
     }
 
     /// The point at `time_ms` has closed (its closing object landed, in this part or another):
@@ -378,12 +386,12 @@ impl Shipped {
     }
 }
 
-/// New bytes read for an upload, the points their marks make, and the scanner after them
-/// (kept once the upload lands).
+/// New bytes read for an upload (sent as read), the points their marks make, and the
+/// scanner after them (kept once the upload lands; `None` when it was not read or lost).
 struct Marked {
     fresh: Vec<u8>,
     inner: Vec<(u64, u64)>,
-    scanner: Scanner,
+    scanner: Option<Scanner>,
 }
 
 /// Opens a path to follow without blocking, and refuses anything but a regular file or a

@@ -128,12 +128,13 @@ impl Uploader<'_> {
     ///
     /// Every object but the last is a [`Kind::Piece`], and so is the last unless `closes`: the
     /// point at `time_ms` appears to readers only once the object that closes it has landed,
-    /// never while part of it is missing.
+    /// never while part of it is missing. `fresh`: the range's bytes, when the caller has read
+    /// them already (they are sent as they are, not read again).
     pub(super) fn put_deltas(
         &mut self,
         generation: GenId,
         part: &str,
-        file: &File,
+        (file, fresh): (&File, Option<&[u8]>),
         (start, end): (u64, u64),
         (time_ms, closes): (u64, bool),
         (done, held): (&mut Witness, &mut Vec<Held>),
@@ -151,7 +152,10 @@ impl Uploader<'_> {
                     end: to,
                 };
                 let labels = (time_ms, kind(to));
-                let (key, capture) = self.put_delta(generation, part, src, labels, None)?;
+                let read = fresh
+                    .filter(|f| f.len() as u64 == end - start)
+                    .map(|f| &f[(from - start) as usize..(to - start) as usize]);
+                let (key, capture) = self.put_delta(generation, part, src, labels, (None, read))?;
                 done.extend(capture, key.crc);
                 held.push(Held::delta(&key));
             }
@@ -198,7 +202,8 @@ impl Uploader<'_> {
                 };
                 let crc = object.hasher.finalize();
                 let labels = (time_ms, kind(object.end));
-                let (key, capture) = self.put_delta(generation, part, src, labels, Some(crc))?;
+                let (key, capture) =
+                    self.put_delta(generation, part, src, labels, (Some(crc), None))?;
                 done.extend(capture, key.crc);
                 held.push(Held::delta(&key));
                 from = object.end;
@@ -208,26 +213,33 @@ impl Uploader<'_> {
     }
 
     /// Uploads `[start, end)` of `file` as one delta or piece (its CRC-32 `known` already, or
-    /// not). Returns the key once S3 answered 2xx, and what the file's [`Witness`] keeps of the
-    /// bytes sent.
+    /// not; its bytes `read` already, or not). Returns the key once S3 answered 2xx, and what
+    /// the file's [`Witness`] keeps of the bytes sent.
     fn put_delta(
         &mut self,
         generation: GenId,
         part: &str,
         src: Source<'_>,
         (time_ms, kind): (u64, Kind),
-        known: Option<u32>,
+        (known, read): (Option<u32>, Option<&[u8]>),
     ) -> Result<(ObjectKey, Capture), UploadError> {
         let len = src.end - src.start;
-        let mut buffered = Vec::new();
+        let mut owned: Vec<u8>;
+        let mut buffered: &[u8] = &[];
         let mut capture = Capture::new(src.start, src.end);
         // A CRC computed ahead means a pipelined object: streamed, so memory stays flat.
         let buffer = len <= BUFFER_LIMIT && known.is_none();
         let crc = if buffer {
-            buffered = vec![0; len as usize];
-            read_exact_at(src.file, &mut buffered, src.start).map_err(UploadError::Read)?;
-            capture.feed(src.start, &buffered);
-            crc32fast::hash(&buffered)
+            buffered = match read.filter(|r| r.len() as u64 == len) {
+                Some(r) => r,
+                None => {
+                    owned = vec![0; len as usize];
+                    read_exact_at(src.file, &mut owned, src.start).map_err(UploadError::Read)?;
+                    &owned
+                }
+            };
+            capture.feed(src.start, buffered);
+            crc32fast::hash(buffered)
         } else if let Some(crc) = known {
             crc
         } else {
