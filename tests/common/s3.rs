@@ -105,8 +105,10 @@ impl S3 {
         s3
     }
 
-    /// Starts moto and makes the bucket. A port another test's server took between
-    /// `free_port` and moto's bind (moto then exits) is given up for a fresh one.
+    /// Starts moto and makes the bucket. Another test's server can take the port between
+    /// `free_port` and moto's bind, answer the poll and go away (twice in CI, as "connection
+    /// refused" right after "listening"): the bucket is asked for until moto itself answers,
+    /// and a moto that exited (its port was taken) is started again on a fresh port.
     fn start_moto(&mut self) {
         for _ in 0..3 {
             let child = Command::new(moto_server())
@@ -116,30 +118,28 @@ impl S3 {
                 .spawn()
                 .expect("cannot start moto_server: run scripts/setup");
             let mut proc = Proc::new(child, "moto_server");
-            let port = self.port;
+            let url = format!("{}/{BUCKET}", self.endpoint());
             let mut exited = false;
-            wait_for("moto to listen", Duration::from_secs(30), || {
+            wait_for("moto to make the bucket", Duration::from_secs(30), || {
                 exited = matches!(proc.child.try_wait(), Ok(Some(_)));
-                exited || listening(port)
+                exited
+                    || match ureq::put(&url).send_empty() {
+                        // moto's own answer (werkzeug's), not another test's server.
+                        Ok(r) => r
+                            .headers()
+                            .get_all("server")
+                            .iter()
+                            .any(|v| v.to_str().is_ok_and(|v| v.contains("Werkzeug"))),
+                        // Not listening yet, or not moto.
+                        Err(_) => false,
+                    }
             });
-            let made = match exited {
-                true => None,
-                false => Some(ureq::put(&format!("{}/{BUCKET}", self.endpoint())).send_empty()),
-            };
-            match made {
-                Some(Ok(_)) => {
-                    self.proc = Some(proc);
-                    return;
-                }
-                Some(Err(e)) if !matches!(proc.child.try_wait(), Ok(Some(_))) => {
-                    panic!("creating the bucket on moto: {e:?}")
-                }
-                // moto exited: its port was taken.
-                _ => {
-                    proc.kill();
-                    self.port = free_port();
-                }
+            if !exited {
+                self.proc = Some(proc);
+                return;
             }
+            proc.kill();
+            self.port = free_port();
         }
         panic!("moto did not start on three ports in a row");
     }
