@@ -14,6 +14,7 @@ mod measure;
 mod month;
 mod peers;
 mod readers;
+mod sealed;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -177,6 +178,12 @@ fn main() {
         }
         if want("idle") {
             measure::idle(&s3, &work, window, &mut t);
+        }
+        if want("sealed: JSON values at 1 MiB/s") || want("sealed: redis-benchmark") {
+            sealed::steady(&s3, &work, window, &mut t);
+        }
+        if want(&format!("sealed: {} MiB AOF", o.mib)) {
+            sealed::link(&s3, &work, o.mib, &mut t);
         }
         if want("Redis, a write every 100 ms") {
             marks::marks(&s3, &work, window, &mut t);

@@ -21,6 +21,8 @@ pub enum Unit {
     Ms,
     /// A plain number (objects, requests).
     Count,
+    /// How many times smaller (bytes written / bytes stored).
+    Ratio,
 }
 
 pub struct Sample {
@@ -137,6 +139,7 @@ fn fmt(v: Option<f64>, unit: Unit) -> String {
         (Some(v), Unit::PerSecond) => format!("{v:.2}/s"),
         (Some(v), Unit::Ms) => format!("{v:.0} ms"),
         (Some(v), Unit::Count) => format!("{v:.0}"),
+        (Some(v), Unit::Ratio) => format!("{v:.2}x"),
     }
 }
 
@@ -259,7 +262,7 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU time (ms, from the scheduler's nanosecond count) and context switches (each one a
 /// wake-up or a preemption) of every thread of a running process.
-fn cpu_and_switches(pid: u32) -> (f64, f64) {
+pub fn cpu_and_switches(pid: u32) -> (f64, f64) {
     let mut cpu = 0.0;
     let mut switches = 0.0;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

@@ -164,7 +164,7 @@ pub fn survey_to_recover(store: &dyn ObjectStore, root: &str, at: Option<u64>) -
 }
 
 /// Moves every merged object whose index the view [`Indexes::Upto`] `at` does not need into
-/// `read.objects`, whole.
+/// `read.objects`, whole (an encrypted one always needs it).
 fn keep_whole(read: &mut Listing, at: Option<u64>) {
     let mut merged = std::mem::take(&mut read.merged);
     merged.sort_by(|(a, _), (b, _)| {
@@ -174,7 +174,9 @@ fn keep_whole(read: &mut Listing, at: Option<u64>) {
     for (k, size) in merged {
         let first_after = at.is_some_and(|t| k.time_ms > t)
             && seen_after.insert((k.generation, k.mode, k.part.clone()));
-        match first_after {
+        // An encrypted object is opened age file by age file: where each ends is in its
+        // index, so it is never read whole without it.
+        match first_after || k.seal.encrypted() {
             true => read.merged.push((k, size)),
             false => read.objects.push(k),
         }
@@ -240,8 +242,8 @@ pub fn read_listing(root: &str, listed: Vec<crate::s3::Listed>) -> Listing {
             continue;
         }
         match layout::parse(rel) {
-            Ok(k) if k.kind == Kind::Merged && l.size > k.len() => read.merged.push((k, l.size)),
-            Ok(k) if k.kind != Kind::Merged && k.len() == l.size => read.objects.push(k),
+            Ok(k) if k.kind == Kind::Merged && l.size > k.stored.1 => read.merged.push((k, l.size)),
+            Ok(k) if k.kind != Kind::Merged && k.stored.1 == l.size => read.objects.push(k),
             Ok(_) => read
                 .foreign
                 .push((l.key, "its size does not match its key")),
@@ -304,7 +306,12 @@ pub fn open_indexes(store: &dyn ObjectStore, root: &str, read: &mut Listing) -> 
             }
             // Its key still vouches for all of its bytes, read whole against the key's CRC-32:
             // one object at its key's time (its last point), so that later points stay whole.
-            // The points inside it cannot be located: not offered, and said.
+            // The points inside it cannot be located: not offered, and said. Encrypted, it
+            // cannot even be read whole: where each age file ends is in the index.
+            Err(Unopened::Damaged(why)) if k.seal.encrypted() => {
+                log::warn!("merged object {k}: {why}; none of the points inside it is offered");
+                read.damaged.push((k.clone(), why));
+            }
             Err(Unopened::Damaged(why)) => {
                 log::warn!(
                     "merged object {k}: {why}; the points inside it are not offered (its last \
@@ -328,6 +335,38 @@ enum Unopened {
     Store(S3Error),
 }
 
+/// The points of merged object `k`, from its index, in one GET (no retries: for the few
+/// objects a merge or `verify --deep` opens). `Err`: the store's failure, or what is wrong with
+/// the index.
+pub fn index_of(
+    store: &dyn ObjectStore,
+    root: &str,
+    k: &ObjectKey,
+) -> std::result::Result<Line, std::result::Result<String, S3Error>> {
+    use std::io::BufRead as _;
+    let body = store.get_from(&k.key(root), k.stored.1).map_err(Err)?;
+    let mut parser = layout::index::Parser::new(k, body.len.unwrap_or(0));
+    let mut text = std::io::BufReader::new(body.reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match text.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => parser
+                .feed(&line)
+                .map_err(|why| Ok(format!("the index of {k}: {why}")))?,
+            Err(e) => {
+                return Err(Err(S3Error::Network(format!(
+                    "reading the index of {k}: {e}"
+                ))));
+            }
+        }
+    }
+    parser
+        .finish()
+        .map_err(|why| Ok(format!("the index of {k}: {why}")))
+}
+
 /// Indexes read at once: each is one small ranged GET that waits on latency.
 const INDEX_READERS: usize = 16;
 
@@ -342,9 +381,9 @@ fn read_index(
 ) -> std::result::Result<Line, Unopened> {
     use std::io::{BufRead as _, Read as _};
     let key = k.key(root);
-    let want = size - k.len();
+    let want = size - k.stored.1;
     let attempt = || -> std::result::Result<std::result::Result<Line, String>, S3Error> {
-        let body = store.get_range(&key, k.len(), size)?;
+        let body = store.get_range(&key, k.stored.1, size)?;
         let mut text = std::io::BufReader::with_capacity(64 * 1024, body.reader.take(want));
         let mut parser = Some(layout::index::Parser::new(k, want));
         let mut damage = None;

@@ -241,6 +241,8 @@ pub(crate) mod tests {
             time_ms: t,
             crc: 0,
             kind: Kind::Delta,
+            seal: crate::layout::Seal::Plain,
+            stored: (0, end - start),
             within: None,
         }
     }
@@ -364,6 +366,8 @@ pub(crate) mod tests {
             time_ms: t,
             crc: 0,
             kind,
+            seal: crate::layout::Seal::Plain,
+            stored: (0, end),
             within: None,
         };
         let gens = generations(vec![

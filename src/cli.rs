@@ -91,6 +91,10 @@ pub struct Args {
     pub lock_days: Option<String>,
     pub lock_mode: Option<String>,
     pub bucket_time: Option<String>,
+    pub compress: Option<String>,
+    pub encrypt_to: Vec<String>,
+    pub encrypt_to_file: Option<PathBuf>,
+    pub identity: Option<PathBuf>,
 }
 
 /// What the command line asks for.

@@ -102,6 +102,11 @@ pub fn resolve(
                 }
                 u => u,
             },
+            sealer: sealer(
+                args.compress.as_deref(),
+                &args.encrypt_to,
+                args.encrypt_to_file.as_deref(),
+            )?,
         }),
         CommandName::Recover => Run::Recover(RecoverRequest {
             place: place.clone(),
@@ -125,6 +130,7 @@ pub fn resolve(
                 Some(v) => parse_parallel(v)?,
                 None => DEFAULT_PARALLEL,
             },
+            identity: args.identity.clone(),
         }),
         CommandName::Verify => Run::Verify(VerifyRequest {
             place: place.clone(),
@@ -148,6 +154,7 @@ pub fn resolve(
                 }
                 (false, None) => None,
             },
+            identity: args.identity.clone(),
         }),
         CommandName::Status => Run::Status(StatusRequest {
             place: place.clone(),
@@ -158,6 +165,7 @@ pub fn resolve(
                 .map(|v| parse_seconds("max-lag", v))
                 .transpose()?,
             json: args.json,
+            identity: args.identity.clone(),
         }),
         CommandName::Prune => Run::Prune(PruneRequest {
             place: place.clone(),
@@ -304,6 +312,27 @@ fn parse_interval(s: &str) -> Result<Duration> {
         )));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--compress`, `--encrypt-to` and `--encrypt-to-file`: how persist seals what it stores.
+fn sealer(
+    compress: Option<&str>,
+    to: &[String],
+    to_file: Option<&std::path::Path>,
+) -> Result<crate::seal::Sealer> {
+    let level = match compress {
+        Some(c) => crate::seal::parse_compress(c).map_err(usage_msg)?,
+        None => Some(crate::seal::DEFAULT_LEVEL),
+    };
+    let mut recipients = to
+        .iter()
+        .map(|r| crate::seal::parse_recipient(r))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(usage_msg)?;
+    if let Some(f) = to_file {
+        recipients.extend(crate::seal::read_recipients(f).map_err(usage_msg)?);
+    }
+    Ok(crate::seal::Sealer { level, recipients })
 }
 
 fn parse_parallel(s: &str) -> Result<usize> {

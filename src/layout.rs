@@ -37,6 +37,15 @@
 //!   petrify ignores pieces (unknown kind, with a WARN) and reports their bytes as missing:
 //!   never wrong bytes.
 //!
+//! * sealed objects (see [`crate::seal`]) carry two more segments after `kind`:
+//!   `.<stored>.<seal>`, `stored` the length in 20 decimal digits of the body as stored (before
+//!   a merged object's index), `seal` how it is stored: `zst` (zstd frames), `age` (age files
+//!   to X25519 recipients) or `zst.age` (zstd frames, then encrypted). `start`, `end` and `crc`
+//!   stay the plaintext's, so that the chain check is the same for every object, and plain and
+//!   sealed objects mix in one generation. The name ends like a file `zstd -d` and `age -d`
+//!   take. An older petrify finds six or seven segments, ignores the key with a WARN and reports
+//!   its bytes as missing: never wrong bytes.
+//!
 //! Fixed widths make the store's lexical order equal chain order, but readers sort for themselves.
 //!
 //! One more key, `<generation>-<mode>/dropping` (empty), marks a generation that retention is
@@ -106,6 +115,58 @@ impl Kind {
     }
 }
 
+/// How an object's body is stored (see [`crate::seal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Seal {
+    /// The plaintext bytes.
+    #[default]
+    Plain,
+    /// zstd frames.
+    Zstd,
+    /// age files (X25519 recipients) of the plaintext.
+    Age,
+    /// age files of zstd frames.
+    ZstdAge,
+}
+
+impl Seal {
+    pub fn new(compressed: bool, encrypted: bool) -> Seal {
+        match (compressed, encrypted) {
+            (false, false) => Seal::Plain,
+            (true, false) => Seal::Zstd,
+            (false, true) => Seal::Age,
+            (true, true) => Seal::ZstdAge,
+        }
+    }
+
+    pub fn compressed(self) -> bool {
+        matches!(self, Seal::Zstd | Seal::ZstdAge)
+    }
+
+    pub fn encrypted(self) -> bool {
+        matches!(self, Seal::Age | Seal::ZstdAge)
+    }
+
+    /// The key's last segments (empty for plain objects).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Seal::Plain => "",
+            Seal::Zstd => "zst",
+            Seal::Age => "age",
+            Seal::ZstdAge => "zst.age",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Seal> {
+        match s {
+            "zst" => Some(Seal::Zstd),
+            "age" => Some(Seal::Age),
+            "zst.age" => Some(Seal::ZstdAge),
+            _ => None,
+        }
+    }
+}
+
 /// Everything one object's key says about it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
@@ -117,6 +178,12 @@ pub struct ObjectKey {
     pub time_ms: u64,
     pub crc: u32,
     pub kind: Kind,
+    /// How the body is stored.
+    pub seal: Seal,
+    /// Where these bytes are in the object that holds them, as stored: `(0, stored length)`
+    /// for a whole object (`(0, len)` when plain), a point's own stored bytes inside a merged
+    /// object (from its index).
+    pub stored: (u64, u64),
     /// For one recovery point's bytes inside a `merged` object (read from its index): that
     /// object. `start`, `end`, `time_ms` and `crc` are then the point's own (its bytes since the
     /// point before), and [`ObjectKey::key`] names the merged object, the only one there is.
@@ -126,6 +193,11 @@ pub struct ObjectKey {
 impl ObjectKey {
     pub fn len(&self) -> u64 {
         self.end - self.start
+    }
+
+    /// The length of these bytes as stored.
+    pub fn stored_len(&self) -> u64 {
+        self.stored.1 - self.stored.0
     }
 
     /// The object that holds these bytes: the merged object for a point read from an index,
@@ -143,7 +215,7 @@ impl ObjectKey {
         if let Some(m) = &self.within {
             return m.key(root);
         }
-        format!(
+        let name = format!(
             "{root}{}/{}/{:020}-{:020}.{:013}.{:08x}.{}",
             generation_dir(self.generation, self.mode),
             self.part,
@@ -152,7 +224,11 @@ impl ObjectKey {
             self.time_ms,
             self.crc,
             self.kind.as_str()
-        )
+        );
+        match self.seal {
+            Seal::Plain => name,
+            seal => format!("{name}.{:020}.{}", self.stored.1, seal.suffix()),
+        }
     }
 }
 
@@ -207,12 +283,20 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
     if !valid_part_name(part) || (mode == Mode::File && part != FILE_PART) {
         return Err(ForeignKey("bad part name"));
     }
-    // <start>-<end>.<time>.<crc>.<kind>
-    let mut f = name.split('.');
-    let (Some(range), Some(time_s), Some(crc_s), Some(kind_s), None) =
-        (f.next(), f.next(), f.next(), f.next(), f.next())
+    // <start>-<end>.<time>.<crc>.<kind>[.<stored>.<seal>]
+    let mut f = name.splitn(6, '.');
+    let (Some(range), Some(time_s), Some(crc_s), Some(kind_s)) =
+        (f.next(), f.next(), f.next(), f.next())
     else {
         return Err(ForeignKey("object name not START-END.TIME.CRC.KIND"));
+    };
+    let sealed = match (f.next(), f.next()) {
+        (None, _) => None,
+        (Some(stored), Some(seal)) => Some((
+            fixed_decimal(stored, 20).ok_or(ForeignKey("bad stored length"))?,
+            Seal::parse(seal).ok_or(ForeignKey("unknown seal"))?,
+        )),
+        (Some(_), None) => return Err(ForeignKey("object name not START-END.TIME.CRC.KIND")),
     };
     let (start_s, end_s) = range
         .split_once('-')
@@ -240,6 +324,7 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         "piece" => Kind::Piece,
         _ => return Err(ForeignKey("unknown kind")),
     };
+    let (stored, seal) = sealed.unwrap_or((end - start, Seal::Plain));
     Ok(ObjectKey {
         generation,
         mode,
@@ -249,6 +334,8 @@ pub fn parse(rel: &str) -> Result<ObjectKey, ForeignKey> {
         time_ms,
         crc,
         kind,
+        seal,
+        stored: (0, stored),
         within: None,
     })
 }
@@ -299,6 +386,8 @@ mod tests {
             time_ms: 1_764_104_645_123,
             crc: 0xdead_beef,
             kind: Kind::Delta,
+            seal: Seal::Plain,
+            stored: (0, 150),
             within: None,
         }
     }

@@ -273,6 +273,8 @@ mod tests {
             time_ms,
             crc: crc32fast::hash(b"x"),
             kind: Kind::Delta,
+            seal: crate::layout::Seal::Plain,
+            stored: (0, 1),
             within: None,
         };
         store
@@ -388,6 +390,8 @@ mod tests {
             time_ms,
             crc: crc32fast::hash(data),
             kind,
+            seal: crate::layout::Seal::Plain,
+            stored: (0, end - start),
             within: None,
         };
         let first = key(0, 4, 1000, b"one\n", Kind::Delta);

@@ -23,6 +23,7 @@ mod props;
 mod prune;
 mod recover;
 mod s3;
+mod seal;
 mod signal;
 mod status;
 mod tail;

@@ -92,6 +92,8 @@ fn random_key(r: &mut Rng) -> ObjectKey {
         time_ms: r.next() % 10_000_000_000_000,
         crc: r.next() as u32,
         kind: Kind::Delta,
+        seal: crate::layout::Seal::Plain,
+        stored: (0, start.saturating_add(len) - start),
         within: None,
     }
 }

@@ -301,6 +301,8 @@ mod tests {
             time_ms,
             crc: 0,
             kind: Kind::Delta,
+            seal: crate::layout::Seal::Plain,
+            stored: (0, end - start),
             within: None,
         }
     }

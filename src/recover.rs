@@ -46,6 +46,8 @@ pub struct RecoverRequest {
     pub if_missing: bool,
     /// Requests in flight at once.
     pub parallel: usize,
+    /// `--identity`: the age identity file that opens encrypted objects.
+    pub identity: Option<std::path::PathBuf>,
 }
 
 /// The point `--at-timestamp` (or its absence) chooses, or why there is none (for recover,
@@ -83,13 +85,18 @@ pub fn recover(args: &RecoverRequest, store: &dyn ObjectStore) -> Result<()> {
         return Ok(());
     }
     let target = Target::check(&args.file, args.force)?;
+    let identities = args
+        .identity
+        .as_deref()
+        .map(crate::seal::Identities::load)
+        .transpose()?;
     let root = layout::root(&args.place.prefix);
     // A persist compacting the generation can replace objects between our listing and our
     // reads: the points stay, in the merged object that replaced them. List again and plan
     // again, a few times; anything else that is missing is damage.
     let mut attempt = 1;
     loop {
-        match recover_once(args, store, &root, &target) {
+        match recover_once(args, store, &root, (&target, identities.as_ref())) {
             Err(FetchError::Gone(e)) if attempt < REPLANS => {
                 log::warn!("{}; listing again (attempt {})", e.message, attempt + 1);
                 attempt += 1;
@@ -118,7 +125,7 @@ fn recover_once(
     args: &RecoverRequest,
     store: &dyn ObjectStore,
     root: &str,
-    target: &Target,
+    (target, identities): (&Target, Option<&crate::seal::Identities>),
 ) -> Fetched<()> {
     let found = bucket::survey_to_recover(store, root, args.at_ms)?;
     let points = chain::recovery_points(&found.generations);
@@ -164,7 +171,11 @@ fn recover_once(
         point.bytes
     );
     let progress = Progress::new(point.bytes);
-    let fetching = (args.parallel, &progress);
+    let fetching = fetch::Fetching {
+        parallel: args.parallel,
+        progress: &progress,
+        identities,
+    };
     let done = match generation.id.mode {
         Mode::File => recover_file(store, root, generation, &point, target, fetching),
         Mode::AofDir => aofdir::recover_dir(store, root, generation, &point, target, fetching),
@@ -179,7 +190,7 @@ fn recover_file(
     g: &Generation,
     point: &RecoveryPoint,
     target: &Target,
-    fetching: (usize, &Progress),
+    fetching: fetch::Fetching<'_>,
 ) -> Fetched<()> {
     if target.is_dir {
         return Err(Error::new(
@@ -201,7 +212,7 @@ fn recover_file(
         fetching,
     )?;
     target.install(tmp)?;
-    fetching.1.finish();
+    fetching.progress.finish();
     log::info!(
         "recovered {} ({} bytes from {} object(s))",
         target.path.display(),

@@ -23,6 +23,8 @@ pub struct StatusRequest {
     /// Fail (status 75) when the bucket is further behind than this.
     pub max_lag: Option<Duration>,
     pub json: bool,
+    /// `--identity`: the age identity file that opens encrypted objects.
+    pub identity: Option<std::path::PathBuf>,
 }
 
 /// What was found; the lag is 0 when the bucket holds every byte of the local file.
@@ -35,6 +37,9 @@ struct Health {
     behind_bytes: Option<u64>,
     lag_s: f64,
     broken: Option<String>,
+    /// The newest point's reads that are compressed, encrypted, and whether `--identity`
+    /// opened the encrypted ones.
+    sealed: (usize, usize, bool),
 }
 
 pub fn status(req: &StatusRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
@@ -49,6 +54,10 @@ pub fn status(req: &StatusRequest, store: &dyn ObjectStore, out: &mut dyn Write)
         .with_hint(Hint::CheckBucketAndPrefix));
     };
     let (_, broken) = chain::check_points(&found.generations, vec![newest]);
+    let sealed = sealed_objects(&found.generations, &newest);
+    if let Some(file) = &req.identity {
+        check_identity(store, &root, &sealed, &crate::seal::Identities::load(file)?)?;
+    }
     let now = timestamp::now_ms();
     let age_s = now.saturating_sub(newest.time_ms) as f64 / 1000.0;
     let local = req.file.as_deref().map(local_bytes).transpose()?;
@@ -71,6 +80,11 @@ pub fn status(req: &StatusRequest, store: &dyn ObjectStore, out: &mut dyn Write)
         behind_bytes,
         lag_s,
         broken: broken.first().map(|b| b.why.to_string()),
+        sealed: (
+            sealed.iter().filter(|d| d.object.seal.compressed()).count(),
+            sealed.iter().filter(|d| d.object.seal.encrypted()).count(),
+            req.identity.is_some(),
+        ),
     };
     let text = if req.json {
         json(&h, req.max_lag)
@@ -109,6 +123,71 @@ pub fn status(req: &StatusRequest, store: &dyn ObjectStore, out: &mut dyn Write)
     }
     Ok(())
 }
+
+/// The reads of the newest point's chain that are sealed (see [`crate::seal`]).
+fn sealed_objects(gens: &[chain::Generation], p: &chain::RecoveryPoint) -> Vec<chain::Download> {
+    let Some(g) = gens.iter().find(|g| g.id == p.generation) else {
+        return Vec::new();
+    };
+    g.parts
+        .values()
+        .filter_map(|objs| chain::plan_part(objs, p.time_ms).ok())
+        .flat_map(|plan| chain::downloads(&plan))
+        .filter(|d| d.sealed())
+        .collect()
+}
+
+/// `--identity`: whether it opens every encrypted read of the newest point, from the first
+/// bytes of each (its age header): 77 naming the first it does not open, 65 for a header that
+/// is damaged.
+fn check_identity(
+    store: &dyn ObjectStore,
+    root: &str,
+    sealed: &[chain::Download],
+    ids: &crate::seal::Identities,
+) -> Result<()> {
+    use crate::seal::OpenError;
+    use std::io::Read as _;
+    for d in sealed.iter().filter(|d| d.object.seal.encrypted()) {
+        let (from, to) = (d.stored.0, d.stored.1.min(d.stored.0 + HEADER_READ));
+        let got = store
+            .get_range(&d.object.key(root), from, to)
+            .and_then(|b| {
+                let mut head = Vec::new();
+                b.reader
+                    .take(to - from)
+                    .read_to_end(&mut head)
+                    .map(|_| head)
+                    .map_err(|e| crate::s3::S3Error::Network(e.to_string()))
+            })
+            .map_err(|e| Error::s3(&format!("reading the header of {}", d.object), &e))?;
+        match crate::seal::opens(&got, ids) {
+            Ok(()) | Err(OpenError::Read(_)) => {}
+            Err(OpenError::WrongIdentity(file)) => {
+                return Err(Error::new(
+                    Exit::NoPerm,
+                    format!(
+                        "no identity in {file} opens object {} of the newest point: it was \
+                         encrypted to other recipients",
+                        d.object
+                    ),
+                ));
+            }
+            Err(OpenError::Damaged(why)) => {
+                return Err(Error::new(
+                    Exit::Data,
+                    format!("object {} of the newest point is damaged: {why}", d.object),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The first bytes of an encrypted object `status --identity` reads: an age header is about 100
+/// bytes a recipient.
+const HEADER_READ: u64 = 16 << 10;
 
 /// Bytes the local source holds, counted as points count them: a file's length, or a Redis
 /// folder's manifest and the files it lists.
@@ -155,6 +234,17 @@ fn human(h: &Health) -> String {
         None => "chain         whole\n".to_string(),
         Some(why) => format!("chain         BROKEN: {why}\n"),
     };
+    let (compressed, encrypted, checked) = h.sealed;
+    if compressed + encrypted > 0 {
+        s += &format!(
+            "sealed        {compressed} read(s) compressed, {encrypted} encrypted{}\n",
+            match (encrypted, checked) {
+                (0, _) => "",
+                (_, true) => " (--identity opens them)",
+                (_, false) => " (give --identity to check that your key opens them)",
+            }
+        );
+    }
     s
 }
 

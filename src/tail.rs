@@ -65,6 +65,8 @@ pub struct PersistRequest {
     pub metrics_file: Option<PathBuf>,
     /// `--heartbeat-url`: fetched at most once a minute while polls succeed.
     pub heartbeat_url: Option<String>,
+    /// How objects are stored (`--compress`, `--encrypt-to`).
+    pub sealer: crate::seal::Sealer,
     /// `--compaction`: `None` when off.
     pub compaction: Option<crate::compaction::Spans>,
 }
@@ -267,6 +269,7 @@ fn follow(
             objects: 0,
             bytes: 0,
             lease: Some(lease),
+            sealer: args.sealer.clone(),
         },
         // Times continue the resumed generation's; a new generation needs no more than the
         // true clock (generations are ordered by number).

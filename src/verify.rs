@@ -33,6 +33,8 @@ pub struct VerifyRequest {
     pub parallel: usize,
     /// The restore drill (`--load`), run once every check passed.
     pub load: Option<Load>,
+    /// `--identity`: the age identity file that opens encrypted objects.
+    pub identity: Option<std::path::PathBuf>,
 }
 
 /// `--load`: recover the point into a scratch folder and load it (see [`load`]).
@@ -46,6 +48,10 @@ pub struct Load {
 /// exits 0 only when every point checked can be rebuilt and every object checked is whole.
 pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write) -> Result<()> {
     let root = req.place.root();
+    let identities = match (req.deep || req.load.is_some(), req.identity.as_deref()) {
+        (true, Some(f)) => Some(crate::seal::Identities::load(f)?),
+        _ => None,
+    };
     let mut report = Report::new(out);
     let checked = match req.at_ms {
         Some(t) => one_point(req, store, &root, t, &mut report)?,
@@ -53,7 +59,16 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
     };
     let mut bytes = 0;
     if req.deep {
-        let (read, found) = deep(store, &root, &checked.objects, req.parallel);
+        let (read, found, refused) = deep(
+            store,
+            &root,
+            &checked.objects,
+            (req.parallel, identities.as_ref()),
+        );
+        // No identity, or the wrong one: the bucket may be fine, nothing was checked.
+        if let Some(e) = refused {
+            return Err(e);
+        }
         bytes = read;
         found.iter().for_each(|p| report.problem(p));
     }
@@ -65,7 +80,7 @@ pub fn verify(req: &VerifyRequest, store: &dyn ObjectStore, out: &mut dyn Write)
                 &req.place,
                 store,
                 req.at_ms,
-                req.parallel,
+                (req.parallel, req.identity.as_deref()),
                 l.server.as_deref(),
             );
             if let Ok(said) = &said {
@@ -291,8 +306,8 @@ fn deep(
     store: &dyn ObjectStore,
     root: &str,
     objects: &[ObjectKey],
-    parallel: usize,
-) -> (u64, Vec<String>) {
+    (parallel, identities): (usize, Option<&crate::seal::Identities>),
+) -> (u64, Vec<String>, Option<Error>) {
     // Deltas by where they start in their part: a shorter one must be the longer's first bytes.
     type Start<'a> = (u64, crate::layout::Mode, &'a str, u64);
     let mut starting: BTreeMap<Start, Vec<&ObjectKey>> = BTreeMap::new();
@@ -323,7 +338,7 @@ fn deep(
         .collect();
     let next = Mutex::new(0usize);
     // Per object (by index): the CRC-32 at each mark, or what is wrong with it.
-    type Found = Vec<(usize, std::result::Result<Vec<u32>, String>)>;
+    type Found = Vec<(usize, std::result::Result<Vec<u32>, Error>)>;
     let found: Mutex<Found> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(objects.len()) {
@@ -335,8 +350,8 @@ fn deep(
                         *n - 1
                     };
                     let Some(o) = objects.get(i) else { return };
-                    let r = fetch::crc_marks(store, root, o, &marks[i])
-                        .map_err(|e| Error::from(e).message);
+                    let r = fetch::crc_marks(store, root, o, &marks[i], identities)
+                        .map_err(Error::from);
                     if let Ok(mut f) = found.lock() {
                         f.push((i, r));
                     }
@@ -348,10 +363,14 @@ fn deep(
     results.sort_by_key(|(i, _)| *i);
     let mut bytes = 0;
     let mut problems = Vec::new();
+    let mut refused = None;
     for (i, r) in results {
         let o = &objects[i];
         match r {
-            Err(why) => problems.push(why),
+            Err(e) if matches!(e.exit, Exit::Usage | Exit::NoPerm) => {
+                refused.get_or_insert(e);
+            }
+            Err(e) => problems.push(e.message),
             Ok(crcs) => {
                 bytes += o.len();
                 for (len, crc) in marks[i].iter().zip(crcs) {
@@ -368,5 +387,5 @@ fn deep(
             }
         }
     }
-    (bytes, problems)
+    (bytes, problems, refused)
 }

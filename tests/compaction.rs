@@ -173,7 +173,10 @@ fn large_objects_are_copied_by_the_store_not_sent_again() {
     // not waiting for a condition.
     let ms = now_ms_f() as u64;
     std::thread::sleep(Duration::from_millis(8_000 - ms % 8_000 + 50));
-    let p = persist_compacting(&s3, &proxy.endpoint(), "big", &file, "0.1", "2s,4s,8s");
+    // Plain objects: sealed merges make their objects anew (man petrify, SEALED OBJECTS).
+    let mut c = s3.persist_cmd(&proxy.endpoint(), "big", &file, "0.1");
+    c.args(["--compaction", "2s,4s,8s", "--compress", "off"]);
+    let p = spawn(c);
     // Three 6 MiB appends, each its own delta, then small ones while three spans pass: the
     // deltas are sent once more at their first merge, and only copied after that.
     let sent_before = proxy.stats.put_bytes.load(Ordering::SeqCst);

@@ -95,7 +95,8 @@ fn verify_names_each_kind_of_damage() {
     let path = s3.object_path("twice", &o.key);
     let name = path.file_name().unwrap().to_string_lossy().to_string();
     let f: Vec<&str> = name.split('.').collect();
-    let other = format!("{}.{}.{}.delta", f[0], o.time_ms + 1, "00000000");
+    // Kind, and the stored length and seal of a sealed object, as they were.
+    let other = format!("{}.{}.00000000.{}", f[0], o.time_ms + 1, f[3..].join("."));
     std::fs::copy(&path, path.with_file_name(&other)).unwrap();
     let (code, out, _) = verify(&s3, "twice", &[]);
     assert_eq!(code, 65, "{out}");

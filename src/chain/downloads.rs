@@ -18,6 +18,12 @@ pub struct Download {
     pub at: u64,
     /// CRC-32 of the bytes read.
     pub crc: u32,
+    /// The bytes to GET from the object, as stored (`in_object(start, end)` when plain).
+    pub stored: (u64, u64),
+    /// For a sealed object: each point's stored length, in order (its units, see
+    /// [`crate::seal`]); empty when plain, or for a compressed object read whole without its
+    /// index (one run of frames).
+    pub units: Vec<u64>,
 }
 
 impl Download {
@@ -28,7 +34,12 @@ impl Download {
     /// Whether the read is the whole object (a plain GET); otherwise a ranged one. A merged
     /// object always ends with its index, so it is never read whole.
     pub fn whole(&self) -> bool {
-        self.object.kind != Kind::Merged && self.at == 0 && self.len() == self.object.len()
+        self.object.kind != Kind::Merged && self.stored == self.object.stored
+    }
+
+    /// Whether the bytes are stored sealed (they are then opened, not copied).
+    pub fn sealed(&self) -> bool {
+        self.object.seal != crate::layout::Seal::Plain
     }
 
     /// `[from, to)` of the part (inside the read) as offsets in the object.
@@ -47,7 +58,9 @@ impl fmt::Display for Download {
 }
 
 /// `chain` (from `plan_part`) cut into runs of consecutive points held by one object: one run
-/// per object the chain stands on.
+/// per object the chain stands on. The points of a run are consecutive as stored too: a chain
+/// that passes over a point with no bytes of its own (the empty object a generation starts
+/// with) would otherwise read its sealed unit as part of the next one's.
 pub fn runs(chain: &[ObjectKey]) -> Vec<Range<usize>> {
     let mut out: Vec<Range<usize>> = Vec::new();
     for (i, o) in chain.iter().enumerate() {
@@ -55,6 +68,7 @@ pub fn runs(chain: &[ObjectKey]) -> Vec<Range<usize>> {
             && o.within.is_some()
             && chain[last.start].holder() == o.holder()
             && chain[i - 1].end == o.start
+            && chain[i - 1].stored.1 == o.stored.0
         {
             last.end = i + 1;
             continue;
@@ -73,6 +87,14 @@ pub fn downloads(chain: &[ObjectKey]) -> Vec<Download> {
             let points = &chain[run];
             let (first, last) = (&points[0], &points[points.len() - 1]);
             let holder = first.holder();
+            let units = match (holder.seal, first.within.is_some()) {
+                (crate::layout::Seal::Plain, _) => Vec::new(),
+                (_, true) => points.iter().map(ObjectKey::stored_len).collect(),
+                // A sealed merged object read whole has no units known (see `bucket`); a
+                // delta or a snapshot is one.
+                (_, false) if holder.kind == Kind::Merged => Vec::new(),
+                (_, false) => vec![holder.stored_len()],
+            };
             Download {
                 object: holder.clone(),
                 start: first.start,
@@ -82,6 +104,8 @@ pub fn downloads(chain: &[ObjectKey]) -> Vec<Download> {
                     .iter()
                     .skip(1)
                     .fold(first.crc, |crc, o| crate::crc::combine(crc, o.crc, o.len())),
+                stored: (first.stored.0, last.stored.1),
+                units,
             }
         })
         .collect()
@@ -103,6 +127,7 @@ mod tests {
             end: end as u64,
             time_ms: t,
             crc: crc32fast::hash(&data[if end == 9 { 4 } else { 9 }..end]),
+            stored: (end - if end == 9 { 4 } else { 9 }) as u64,
         };
         let inside = Line::new(&m, &[e(9, 200), e(16, 300)]).pieces();
         let mut first = delta(1, 0, 4, 100);
@@ -125,5 +150,31 @@ mod tests {
         assert_eq!((r[1].start, r[1].end), (4, 9));
         assert_eq!(r[1].crc, crc32fast::hash(&data[4..9]));
         assert_eq!(r[1].object.key(""), m.key(""));
+    }
+
+    #[test]
+    fn a_point_with_no_bytes_passed_over_splits_a_sealed_read() {
+        let mut m = delta(1, 0, 9, 300);
+        m.kind = Kind::Merged;
+        m.seal = crate::layout::Seal::Zstd;
+        m.stored = (0, 120);
+        let e = |end, time_ms, stored| Entry {
+            end,
+            time_ms,
+            crc: 0,
+            stored,
+        };
+        let p = Line::new(&m, &[e(5, 100, 40), e(5, 200, 30), e(9, 300, 50)]).pieces();
+        let whole = downloads(&p);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(
+            (whole[0].stored, whole[0].units.clone()),
+            ((0, 120), vec![40, 30, 50])
+        );
+        // The empty point passed over: its unit is not read as part of the next.
+        let r = downloads(&[p[0].clone(), p[2].clone()]);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].stored, r[0].units.clone()), ((0, 40), vec![40]));
+        assert_eq!((r[1].stored, r[1].units.clone()), ((70, 120), vec![50]));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{Args, CommandName};
 
+mod seal;
 mod store;
 
 /// `--interval` when not given.
@@ -439,6 +440,10 @@ leave), 1 or more."#,
         },
         ..BASE
     },
+    seal::COMPRESS,
+    seal::ENCRYPT_TO,
+    seal::ENCRYPT_TO_FILE,
+    seal::IDENTITY,
     store::BUCKET_TIME,
     store::STORAGE_CLASS,
     store::SSE,

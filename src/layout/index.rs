@@ -14,13 +14,30 @@
 //! own `end` and `time`; the lines' CRCs combine to the object's. The object holds the bytes
 //! `[start, end)` first, then this text: the point at line N is the object's first
 //! `end_N - start` bytes, one ranged GET.
+//!
+//! A sealed merged object (see [`crate::seal`]) has version 2, whose lines carry one more field,
+//! the point's stored length: `<end> <time> <crc> <stored>`. Each point's stored bytes are
+//! sealed on their own (whole zstd frames, one age file), so the point at line N is the
+//! object's first `stored_1 + ... + stored_N` bytes, one ranged GET still, and opens without
+//! the points before it. The lengths add up to the key's stored length; lines pass into a
+//! merge of merged objects unchanged.
 
 use std::sync::Arc;
 
-use super::{Kind, ObjectKey};
+use super::{Kind, ObjectKey, Seal};
 
-/// The first line of every index.
+/// The first line of every index of a plain merged object.
 pub const HEADER: &str = "petrify-index 1\n";
+/// The first line of every index of a sealed merged object.
+pub const HEADER_SEALED: &str = "petrify-index 2\n";
+
+/// The first line of `merged`'s index (both headers are as long).
+pub fn header(merged: &ObjectKey) -> &'static str {
+    match merged.seal {
+        Seal::Plain => HEADER,
+        _ => HEADER_SEALED,
+    }
+}
 
 /// One recovery point inside a merged object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +46,22 @@ pub struct Entry {
     pub time_ms: u64,
     /// CRC-32 of the bytes since the previous entry.
     pub crc: u32,
+    /// Those bytes' length as stored (their length when plain).
+    pub stored: u64,
 }
 
-/// The index text for `entries`.
-pub fn render(entries: &[Entry]) -> Vec<u8> {
-    let mut s = String::with_capacity(HEADER.len() + entries.len() * 36);
-    s.push_str(HEADER);
+/// The index text for `entries` of a merged object `sealed` or not.
+pub fn render(entries: &[Entry], sealed: bool) -> Vec<u8> {
+    let mut s = String::with_capacity(HEADER.len() + entries.len() * 44);
+    s.push_str(if sealed { HEADER_SEALED } else { HEADER });
     for e in entries {
-        s.push_str(&format!("{} {} {:08x}\n", e.end, e.time_ms, e.crc));
+        match sealed {
+            true => s.push_str(&format!(
+                "{} {} {:08x} {}\n",
+                e.end, e.time_ms, e.crc, e.stored
+            )),
+            false => s.push_str(&format!("{} {} {:08x}\n", e.end, e.time_ms, e.crc)),
+        }
     }
     s.into_bytes()
 }
@@ -64,6 +89,7 @@ pub struct Parser {
     end: u64,
     time: u64,
     crc: u32,
+    stored: u64,
 }
 
 impl Parser {
@@ -78,6 +104,7 @@ impl Parser {
                 ends: Vec::with_capacity(guess),
                 times: Times::Before(Vec::with_capacity(guess)),
                 crcs: Vec::with_capacity(guess),
+                stored: Vec::new(),
             },
             n: 0,
             header: false,
@@ -85,6 +112,7 @@ impl Parser {
             end: merged.start,
             time: 0,
             crc: 0,
+            stored: 0,
         }
     }
 
@@ -105,18 +133,29 @@ impl Parser {
                 text
             }
         };
+        let merged = &self.line.merged;
+        let sealed = merged.seal != Seal::Plain;
         if !self.header {
-            if format!("{text}\n") != HEADER || self.open {
-                return Err("the index does not start with \"petrify-index 1\"".into());
+            let want = header(merged);
+            if format!("{text}\n") != want || self.open {
+                return Err(format!(
+                    "the index does not start with {:?}",
+                    want.trim_end()
+                ));
             }
             self.header = true;
             return Ok(());
         }
         let bad = |why: &str| format!("index line {}: {why}", self.n);
-        let merged = &self.line.merged;
         let mut f = text.split(' ');
-        let (Some(e), Some(t), Some(c), None) = (f.next(), f.next(), f.next(), f.next()) else {
+        let (Some(e), Some(t), Some(c)) = (f.next(), f.next(), f.next()) else {
             return Err(bad("not END TIME CRC"));
+        };
+        let stored = match (sealed, f.next(), f.next()) {
+            (false, None, _) => None,
+            (true, Some(s), None) => Some(s.parse::<u64>().map_err(|_| bad("bad stored length"))?),
+            (false, ..) => return Err(bad("not END TIME CRC")),
+            (true, ..) => return Err(bad("not END TIME CRC STORED")),
         };
         let e: u64 = e.parse().map_err(|_| bad("bad end"))?;
         let t: u64 = t.parse().map_err(|_| bad("bad time"))?;
@@ -130,12 +169,21 @@ impl Parser {
         if t < self.time || t > merged.time_ms {
             return Err(bad("time going back or after the object's"));
         }
-        self.crc = crate::crc::combine(self.crc, c, e - self.end);
+        if let Some(s) = stored {
+            self.stored = self
+                .stored
+                .checked_add(s)
+                .filter(|&at| at <= merged.stored.1)
+                .ok_or_else(|| bad("stored bytes past the object's"))?;
+        }
+        let own = e - self.end;
+        self.crc = crate::crc::combine(self.crc, c, own);
         (self.end, self.time) = (e, t);
         self.line.push(Entry {
             end: e,
             time_ms: t,
             crc: c,
+            stored: stored.unwrap_or(own),
         });
         Ok(())
     }
@@ -144,7 +192,13 @@ impl Parser {
     pub fn finish(mut self) -> Result<Line, String> {
         let merged = &self.line.merged;
         if !self.header {
-            return Err("the index does not start with \"petrify-index 1\"".into());
+            return Err(format!(
+                "the index does not start with {:?}",
+                header(merged).trim_end()
+            ));
+        }
+        if merged.seal != Seal::Plain && self.stored != merged.stored.1 {
+            return Err("the index's stored lengths do not add up to the object's".into());
         }
         if self.end != merged.end || self.time != merged.time_ms {
             return Err("the last index line is not the object's end and time".into());
@@ -166,6 +220,8 @@ pub struct Line {
     ends: Vec<u64>,
     times: Times,
     crcs: Vec<u32>,
+    /// For a sealed object: where each point's stored bytes end in it (empty when plain).
+    stored: Vec<u64>,
 }
 
 /// Entry times: milliseconds before the merged object's time while they fit in 32 bits (a
@@ -201,6 +257,10 @@ impl Line {
         if let Times::Whole(v) = &mut self.times {
             v.push(e.time_ms);
         }
+        if self.merged.seal != Seal::Plain {
+            let at = self.stored.last().copied().unwrap_or(0);
+            self.stored.push(at + e.stored);
+        }
         self.ends.push(e.end);
         self.crcs.push(e.crc);
     }
@@ -208,6 +268,7 @@ impl Line {
     fn shrink(&mut self) {
         self.ends.shrink_to_fit();
         self.crcs.shrink_to_fit();
+        self.stored.shrink_to_fit();
         match &mut self.times {
             Times::Before(v) => v.shrink_to_fit(),
             Times::Whole(v) => v.shrink_to_fit(),
@@ -243,11 +304,28 @@ impl Line {
         }
     }
 
+    /// Point `i`'s own stored bytes in the object.
+    pub fn stored_of(&self, i: usize) -> (u64, u64) {
+        match self.stored.is_empty() {
+            // Plain: where its bytes are.
+            true => (
+                self.start_of(i) - self.merged.start,
+                self.ends[i] - self.merged.start,
+            ),
+            false => (
+                i.checked_sub(1).map_or(0, |j| self.stored[j]),
+                self.stored[i],
+            ),
+        }
+    }
+
     pub fn entry(&self, i: usize) -> Entry {
+        let (a, b) = self.stored_of(i);
         Entry {
             end: self.ends[i],
             time_ms: self.time_of(i),
             crc: self.crcs[i],
+            stored: b - a,
         }
     }
 
@@ -268,6 +346,8 @@ impl Line {
             time_ms: e.time_ms,
             crc: e.crc,
             kind: Kind::Delta,
+            seal: self.merged.seal,
+            stored: self.stored_of(i),
             within: Some(self.merged.clone()),
         }
     }
@@ -294,6 +374,7 @@ pub fn of_delta(o: &ObjectKey) -> Entry {
         end: o.end,
         time_ms: o.time_ms,
         crc: o.crc,
+        stored: o.stored_len(),
     }
 }
 
@@ -312,6 +393,8 @@ mod tests {
             time_ms,
             crc: crc32fast::hash(data),
             kind: Kind::Merged,
+            seal: crate::layout::Seal::Plain,
+            stored: (0, data.len() as u64),
             within: None,
         }
     }
@@ -325,19 +408,22 @@ mod tests {
                 end: 108,
                 time_ms: 1000,
                 crc: crc32fast::hash(&data[..8]),
+                stored: 8,
             },
             Entry {
                 end: 108,
                 time_ms: 2000,
                 crc: crc32fast::hash(b""),
+                stored: 0,
             },
             Entry {
                 end: 124,
                 time_ms: 3000,
                 crc: crc32fast::hash(&data[8..]),
+                stored: 16,
             },
         ];
-        let text = render(&e);
+        let text = render(&e, false);
         assert!(text.starts_with(b"petrify-index 1\n108 1000 "));
         assert_eq!(parse(&text, &m).unwrap().entries().collect::<Vec<_>>(), e);
         let p = Line::new(&m, &e).pieces();

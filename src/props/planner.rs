@@ -131,6 +131,7 @@ fn random_bucket(r: &mut Rng) -> Bucket {
                     end: o.end,
                     time_ms: o.time_ms,
                     crc: crc32fast::hash(bytes),
+                    stored: o.end - carried_from,
                 });
                 carried_from = o.end;
             }
@@ -141,7 +142,7 @@ fn random_bucket(r: &mut Rng) -> Bucket {
             continue;
         }
         let mut body = file[m.start as usize..m.end as usize].to_vec();
-        body.extend_from_slice(&index::render(&entries));
+        body.extend_from_slice(&index::render(&entries, false));
         if r.one_in(2) {
             deleted.extend(a..b);
         }

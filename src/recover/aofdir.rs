@@ -20,7 +20,7 @@ pub fn recover_dir(
     g: &Generation,
     point: &RecoveryPoint,
     target: &Target,
-    fetching: (usize, &super::progress::Progress),
+    fetching: super::fetch::Fetching<'_>,
 ) -> super::Fetched<()> {
     if target.path.exists() && !target.is_dir {
         return Err(Error::new(
@@ -66,7 +66,7 @@ pub fn recover_dir(
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("cannot sync", &tmp.path, &e))?;
     target.install(tmp)?;
-    fetching.1.finish();
+    fetching.progress.finish();
     log::info!(
         "recovered {} ({} files, {} bytes from {objects} object(s))",
         target.path.display(),

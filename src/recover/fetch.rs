@@ -21,6 +21,21 @@ use crate::chain::Download;
 use crate::error::{Error, Exit};
 use crate::layout::{Kind, ObjectKey};
 use crate::s3::{Backoff, ObjectStore, S3Error};
+use crate::seal::Identities;
+
+mod deep;
+mod sealed;
+
+pub use deep::crc_marks;
+
+/// How a chain is fetched: requests in flight at once, where progress shows, and the
+/// identities that open encrypted objects (`--identity`).
+#[derive(Clone, Copy)]
+pub struct Fetching<'a> {
+    pub parallel: usize,
+    pub progress: &'a super::progress::Progress,
+    pub identities: Option<&'a Identities>,
+}
 
 /// Pieces fetched ahead of the one being written, at most. A window as small as the number of
 /// workers stalls them all behind the one slow request at its head (bench/NOTEBOOK.md, "Tuning
@@ -57,13 +72,13 @@ enum Fetched {
     Written(u32),
 }
 
-/// The pieces of a chain, in order.
+/// The pieces of a chain, in order. A sealed read is one piece, streamed and opened.
 fn pieces(chain: &[Download]) -> Vec<Piece> {
     let mut out = Vec::new();
     for (i, o) in chain.iter().enumerate() {
         let mut start = o.start;
         loop {
-            let end = if o.len() <= SMALL {
+            let end = if o.len() <= SMALL || o.sealed() {
                 o.end
             } else {
                 o.end.min(start.saturating_add(RANGE))
@@ -89,8 +104,9 @@ pub fn fetch_chain(
     root: &str,
     chain: &[Download],
     out: &File,
-    (parallel, progress): (usize, &super::progress::Progress),
+    how: Fetching<'_>,
 ) -> Result<()> {
+    let (parallel, progress) = (how.parallel, how.progress);
     struct Window {
         next_fetch: usize,
         written: usize,
@@ -114,7 +130,12 @@ pub fn fetch_chain(
         }
     }
     let pieces = pieces(chain);
-    let is_ranged = |i: usize| chain[pieces[i].object].len() > SMALL;
+    // Streamed to their offsets (large objects' ranges, and every sealed read) or fetched
+    // into memory ahead.
+    let is_ranged = |i: usize| {
+        let o = &chain[pieces[i].object];
+        o.len() > SMALL || o.sealed()
+    };
     let len_of = |i: usize| pieces[i].end - pieces[i].start;
     let state = Mutex::new(Window {
         next_fetch: 0,
@@ -160,7 +181,15 @@ pub fn fetch_chain(
                     };
                     let piece = pieces[i];
                     let o = &chain[piece.object];
-                    let r = if o.len() <= SMALL {
+                    let r = if o.sealed() {
+                        let r = sealed::fetch_sealed(store, root, o, out, how.identities)
+                            .map(Fetched::Written);
+                        if let Ok(mut w) = state.lock() {
+                            w.ranged -= 1;
+                        }
+                        wake.notify_all();
+                        r
+                    } else if o.len() <= SMALL {
                         fetch_small(store, root, o).map(Fetched::Bytes)
                     } else {
                         let r = fetch_range(store, root, o, (piece.start, piece.end), out)
@@ -239,46 +268,6 @@ pub fn fetch_chain(
         }
         wake.notify_all();
         result
-    })
-}
-
-/// Reads all of object `o` and returns the CRC-32 of its first `len` bytes for each of `marks`
-/// (ascending, each at most `o.len()`), having checked that the whole object matches its key.
-/// For `verify --deep`: no byte is kept.
-pub fn crc_marks(
-    store: &dyn ObjectStore,
-    root: &str,
-    o: &ObjectKey,
-    marks: &[u64],
-) -> Result<Vec<u32>> {
-    with_retries(o, || {
-        let mut body = get(store, root, o)?;
-        let (mut h, mut pos, mut out) = (crc32fast::Hasher::new(), 0u64, Vec::new());
-        let mut buf = vec![0u8; 256 << 10];
-        let mut marks = marks.iter().copied().peekable();
-        loop {
-            while marks.peek() == Some(&pos) {
-                marks.next();
-                out.push(h.clone().finalize());
-            }
-            let room = marks
-                .peek()
-                .map_or(buf.len() as u64, |m| (m - pos).min(buf.len() as u64));
-            let n = match body.reader.read(&mut buf[..room.max(1) as usize]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => return Err(Failure::Transient(format!("reading {o}: {e}"))),
-            };
-            h.update(&buf[..n]);
-            pos += n as u64;
-        }
-        if pos != o.len() {
-            return Err(short_answer(o, pos, o.len()));
-        }
-        match verify(o, (o.start, o.end), h.finalize(), o.crc) {
-            Some(e) => Err(Failure::Fatal(e.into())),
-            None => Ok(out),
-        }
     })
 }
 

@@ -18,14 +18,14 @@ pub struct Restored {
 }
 
 /// Writes `part` of generation `g` as of `time_ms` to `path`, which must not exist, with at
-/// most `fetching.0` requests in flight, showing progress on `fetching.1`.
+/// `fetching` (requests in flight, progress, identities).
 pub fn restore_part(
     store: &dyn ObjectStore,
     root: &str,
     g: &Generation,
     (part, time_ms): (&str, u64),
     path: &Path,
-    fetching: (usize, &super::progress::Progress),
+    fetching: super::fetch::Fetching<'_>,
 ) -> super::Fetched<Restored> {
     let objects = g.parts.get(part).map(Vec::as_slice).unwrap_or(&[]);
     let plan = chain::plan_part(objects, time_ms).map_err(|e| {

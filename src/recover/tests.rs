@@ -23,6 +23,8 @@ fn key(start: u64, end: u64, t: u64, data: &[u8], kind: Kind) -> ObjectKey {
         time_ms: t,
         crc: crc32fast::hash(data),
         kind,
+        seal: crate::layout::Seal::Plain,
+        stored: (0, end - start),
         within: None,
     }
 }
@@ -92,18 +94,23 @@ fn an_object_merged_away_under_recover_is_found_again() {
     let d2 = key(8, 16, 200, &data[8..], Kind::Delta);
     let m = key(0, 16, 200, data, Kind::Merged);
     let mut merged_body = data.to_vec();
-    merged_body.extend(render(&[
-        Entry {
-            end: 8,
-            time_ms: 100,
-            crc: d1.crc,
-        },
-        Entry {
-            end: 16,
-            time_ms: 200,
-            crc: d2.crc,
-        },
-    ]));
+    merged_body.extend(render(
+        &[
+            Entry {
+                end: 8,
+                time_ms: 100,
+                crc: d1.crc,
+                stored: 8,
+            },
+            Entry {
+                end: 16,
+                time_ms: 200,
+                crc: d2.crc,
+                stored: 8,
+            },
+        ],
+        false,
+    ));
     let store = CompactsUnderRecover {
         inner: MemStore::new(),
         deltas: vec![d1.key(&root), d2.key(&root)],
@@ -130,6 +137,7 @@ fn an_object_merged_away_under_recover_is_found_again() {
         force: false,
         if_missing: false,
         parallel: 4,
+        identity: None,
     };
     recover(&req, &store).unwrap();
     assert!(

@@ -12,10 +12,11 @@ use std::io::{self, Read};
 use crate::chain::GenId;
 use crate::compaction::{self, Part};
 use crate::layout::index::Entry;
-use crate::layout::{Kind, ObjectKey};
+use crate::layout::{Kind, ObjectKey, Seal};
 use crate::s3::Piece;
 
 mod body;
+mod reseal;
 
 use body::IndexBody;
 
@@ -102,6 +103,11 @@ impl Uploader<'_> {
         capture.feed(start, fresh);
         let fresh_crc = crc32fast::hash(fresh);
         let new_entries = entries_of(fresh, start, m.inner, (end, m.time_ms))?;
+        if self.sealer.seal() != Seal::Plain
+            || m.inputs.iter().any(|h| h.object.seal != Seal::Plain)
+        {
+            return self.put_resealed(m, fresh, &new_entries, done);
+        }
 
         let parts = match m.inputs.is_empty() {
             // One object from the new bytes alone.
@@ -138,6 +144,8 @@ impl Uploader<'_> {
             time_ms: m.time_ms,
             crc: all,
             kind: Kind::Merged,
+            seal: Seal::Plain,
+            stored: (0, end - first.map_or(start, |f| f.start)),
             within: None,
         };
         let mut index = IndexBody::open(self.store, &self.root, m.inputs, &new_entries)?;
@@ -262,6 +270,7 @@ fn entries_of(
             end,
             time_ms,
             crc: crc32fast::hash(bytes),
+            stored: end - from,
         });
         (from, time) = (end, time_ms);
     }

@@ -281,6 +281,8 @@ mod tests {
             } else {
                 Kind::Delta
             },
+            seal: crate::layout::Seal::Plain,
+            stored: (0, end - start),
             within: None,
         }
     }

@@ -60,6 +60,7 @@ fn session(store: &MemStore) -> Session<'_> {
             objects: 0,
             bytes: 0,
             lease: None,
+            sealer: Default::default(),
         },
         clock: Clock::after(0),
         compaction: None,
@@ -89,10 +90,40 @@ fn newest(store: &MemStore) -> (u64, BTreeMap<String, Vec<u8>>) {
 fn rebuild(objects: &BTreeMap<String, Vec<u8>>, plan: &[crate::layout::ObjectKey]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for r in chain::downloads(plan) {
-        let (a, b) = r.in_object(r.start, r.end);
-        bytes.extend_from_slice(&objects[&r.object.key(ROOT)][a as usize..b as usize]);
+        let (a, b) = r.stored;
+        let stored = &objects[&r.object.key(ROOT)][a as usize..b as usize];
+        if !r.sealed() {
+            bytes.extend_from_slice(stored);
+            continue;
+        }
+        let ids = crate::seal::Identities::of(vec![test_key()]);
+        crate::seal::open(
+            &mut &stored[..],
+            r.object.seal,
+            (&r.units, b - a),
+            (Some(&ids), r.len()),
+            &mut |b| {
+                bytes.extend_from_slice(b);
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e:?}", r.object));
     }
     bytes
+}
+
+/// The age key the sealed tests encrypt to.
+fn test_key() -> age::x25519::Identity {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    use age::secrecy::ExposeSecret;
+    KEY.get_or_init(|| {
+        age::x25519::Identity::generate()
+            .to_string()
+            .expose_secret()
+            .to_string()
+    })
+    .parse()
+    .unwrap()
 }
 
 fn append(path: &Path, bytes: &[u8]) {

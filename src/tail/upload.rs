@@ -6,8 +6,9 @@ use std::fs::File;
 use std::io;
 
 use crate::chain::GenId;
-use crate::layout::{Kind, ObjectKey};
+use crate::layout::{Kind, ObjectKey, Seal};
 use crate::s3::{ObjectStore, S3Error};
+use crate::seal::Sealer;
 
 use super::held::Held;
 use super::proof::{Capture, Witness};
@@ -34,6 +35,9 @@ pub const BUFFER_LIMIT: u64 = 8 << 20;
 /// Fewer objects are faster (each costs a round trip and the store's own finishing), while a
 /// failed upload sends its whole object again, hence the cap.
 pub const GRANULE: u64 = 8 << 20;
+/// The most plaintext one sealed object holds: it is sealed in memory before it is sent (a
+/// PUT's length comes first), so this bounds persist's memory; a 1 GiB range is 128 of them.
+pub const SEALED_OBJECT: u64 = 8 << 20;
 pub const PIPELINED_OBJECT: u64 = 256 << 20;
 
 /// The pieces `[start, end)` is read and hashed in: ranges that fit in memory go up as one
@@ -109,6 +113,8 @@ pub struct Uploader<'a> {
     /// The writer lease this process holds (`None` in unit tests, which run without one),
     /// checked before uploads and deletions.
     pub lease: Option<crate::lease::Holding>,
+    /// How uploads are stored (`--compress`, `--encrypt-to`).
+    pub sealer: Sealer,
 }
 
 /// Where the bytes of one upload come from.
@@ -139,12 +145,18 @@ impl Uploader<'_> {
         (time_ms, closes): (u64, bool),
         (done, held): (&mut Witness, &mut Vec<Held>),
     ) -> Result<(), UploadError> {
-        let pieces = pieces_of(start, end, self.max_object);
+        // A sealed object is made in memory: at most SEALED_OBJECT bytes each, read once.
+        let sealed = self.sealer.seal() != Seal::Plain;
+        let max_object = match sealed {
+            true => self.max_object.min(SEALED_OBJECT),
+            false => self.max_object,
+        };
+        let pieces = pieces_of(start, end, max_object);
         let kind = |to: u64| match closes && to == end {
             true => Kind::Delta,
             false => Kind::Piece,
         };
-        if end - start <= BUFFER_LIMIT {
+        if end - start <= BUFFER_LIMIT || sealed {
             for &(from, to) in &pieces {
                 let src = Source {
                     file,
@@ -245,11 +257,15 @@ impl Uploader<'_> {
         } else {
             crc_range(src.file, src.start, src.end).map_err(UploadError::Read)?
         };
-        let key = object_key(generation, part, kind, (src.start, src.end), time_ms, crc);
-        let full = key.key(&self.root);
+        let mut key = object_key(generation, part, kind, (src.start, src.end), time_ms, crc);
         if buffer {
-            self.store.put(&full, &mut &buffered[..], len, Some(crc))?;
+            let body = self.seal(&mut key, buffered)?;
+            let transit = crc32fast::hash(&body);
+            let full = key.key(&self.root);
+            self.store
+                .put(&full, &mut &body[..], body.len() as u64, Some(transit))?;
         } else {
+            let full = key.key(&self.root);
             let mut reader = RangeReader::new(src.file, src.start, src.end, crc);
             let sent = self.store.put(&full, &mut reader, len, Some(crc));
             // A failure of our own reader reaches us through the HTTP client: say it as what
@@ -273,7 +289,7 @@ impl Uploader<'_> {
     ) -> Result<ObjectKey, UploadError> {
         self.check_lease()?;
         let len = bytes.len() as u64;
-        let key = object_key(
+        let mut key = object_key(
             generation,
             part,
             Kind::Snap,
@@ -281,9 +297,28 @@ impl Uploader<'_> {
             time_ms,
             crc32fast::hash(bytes),
         );
-        self.store
-            .put(&key.key(&self.root), &mut &bytes[..], len, Some(key.crc))?;
+        let body = self.seal(&mut key, bytes)?;
+        let transit = crc32fast::hash(&body);
+        self.store.put(
+            &key.key(&self.root),
+            &mut &body[..],
+            body.len() as u64,
+            Some(transit),
+        )?;
         Ok(self.stored(key))
+    }
+
+    /// `plain`, the bytes of `key`, as they are stored: sealed as one unit when persist seals,
+    /// `key` then saying how. The transit checksum is the stored bytes'.
+    fn seal<'b>(
+        &self,
+        key: &mut ObjectKey,
+        plain: &'b [u8],
+    ) -> Result<std::borrow::Cow<'b, [u8]>, UploadError> {
+        let body = self.sealer.seal_unit(plain).map_err(UploadError::Read)?;
+        key.seal = self.sealer.seal();
+        key.stored = (0, body.len() as u64);
+        Ok(body)
     }
 
     /// Before an upload: makes sure the writer lease is still this process's when a check is
@@ -342,6 +377,8 @@ fn object_key(
         time_ms,
         crc,
         kind,
+        seal: Seal::Plain,
+        stored: (0, end - start),
         within: None,
     }
 }

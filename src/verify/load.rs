@@ -39,7 +39,7 @@ pub fn drill(
     place: &Place,
     store: &dyn ObjectStore,
     at_ms: Option<u64>,
-    parallel: usize,
+    (parallel, identity): (usize, Option<&Path>),
     tool: Option<&Path>,
 ) -> Result<String> {
     let tool = match tool {
@@ -72,6 +72,7 @@ pub fn drill(
         force: false,
         if_missing: false,
         parallel,
+        identity: identity.map(Path::to_path_buf),
     };
     recover(&req, store)?;
     let manifest = std::fs::read_dir(&aof)

@@ -333,7 +333,7 @@ fn serve(
                 // of the layout.
                 is_lease = path.ends_with("/writer.lease") || path.contains("/writer.listed.");
                 is_lease_get = text.starts_with("get ") && path.ends_with("/writer.lease");
-                is_merged = path.ends_with(".merged");
+                is_merged = path.contains(".merged");
                 is_put = text.starts_with("put ");
             }
             has_checksum |= text.starts_with("x-amz-checksum-crc32:");

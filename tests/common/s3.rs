@@ -286,7 +286,16 @@ impl S3 {
             .ok()
     }
 
-    /// Path of an object's bytes on the server's disk.
+    /// An object's bytes as stored (sealed or not, a merged object's index included).
+    pub fn raw_object(&self, prefix: &str, o: &Obj) -> Vec<u8> {
+        match self.server {
+            Server::S3sFs => std::fs::read(self.object_path(prefix, &o.key)).expect("read"),
+            Server::Moto => self
+                .get_http(&format!("{prefix}/petrify-v1/{}", o.key))
+                .expect("read an object"),
+        }
+    }
+
     /// The bytes of the part an object holds (a merged object's index left out), read from the
     /// server's disk.
     pub fn object_bytes(&self, prefix: &str, o: &Obj) -> Vec<u8> {
@@ -299,15 +308,23 @@ impl S3 {
                 .expect("read an object"),
         };
         if o.merged {
-            let len = (o.end - o.start) as usize;
+            let len = o.stored as usize;
+            let header: &[u8] = match o.seal.as_str() {
+                "" => b"petrify-index 1\n",
+                _ => b"petrify-index 2\n",
+            };
             assert!(
-                got[len..].starts_with(b"petrify-index 1\n"),
+                got[len..].starts_with(header),
                 "{}: no index after its bytes",
                 o.key
             );
             got.truncate(len);
         }
-        got
+        match o.seal.as_str() {
+            "" => got,
+            "zst" => zstd::decode_all(&got[..]).expect("zstd frames"),
+            other => panic!("{}: sealed as {other}: open it with petrify or age", o.key),
+        }
     }
 
     /// The objects of `prefix` less those a merged object holds too (compaction deletes them
@@ -499,6 +516,10 @@ pub struct Obj {
     pub time_ms: u64,
     /// A merged object (compaction): its bytes `[start, end)`, then its index.
     pub merged: bool,
+    /// How the body is stored: `""` (plain), `zst`, `age` or `zst.age`.
+    pub seal: String,
+    /// The body's stored length (before a merged object's index).
+    pub stored: u64,
 }
 
 impl Obj {
@@ -510,18 +531,24 @@ impl Obj {
             return None;
         }
         let generation = segs[0].get(..10)?.parse().ok()?;
-        let mut fields = segs[2].split('.');
+        let mut fields = segs[2].splitn(6, '.');
         let range = fields.next()?;
         let time_ms = fields.next()?.parse().ok()?;
+        let kind = fields.nth(1)?;
+        let stored: Option<u64> = fields.next().and_then(|s| s.parse().ok());
+        let seal = fields.next().unwrap_or("").to_string();
         let (s, e) = range.split_once('-')?;
+        let (start, end): (u64, u64) = (s.parse().ok()?, e.parse().ok()?);
         Some(Obj {
             key: k.to_string(),
             generation,
             part: segs[1].to_string(),
-            start: s.parse().ok()?,
-            end: e.parse().ok()?,
+            start,
+            end,
             time_ms,
-            merged: k.ends_with(".merged"),
+            merged: kind == "merged",
+            seal,
+            stored: stored.unwrap_or(end - start),
         })
     }
 }

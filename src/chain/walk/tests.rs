@@ -64,6 +64,7 @@ fn lines_walk_as_their_points_do() {
                     end: o.end,
                     time_ms: o.time_ms,
                     crc: o.crc,
+                    stored: o.len(),
                 })
                 .collect();
             merged.crc = entries.len() as u32;

@@ -7,6 +7,15 @@ use crate::s3::mem::MemStore;
 
 const ROOT: &str = "t/petrify-v1/";
 
+fn how(parallel: usize) -> Fetching<'static> {
+    static NONE: std::sync::OnceLock<Progress> = std::sync::OnceLock::new();
+    Fetching {
+        parallel,
+        progress: NONE.get_or_init(Progress::none),
+        identities: None,
+    }
+}
+
 fn data(n: usize) -> Vec<u8> {
     let mut x = 0x9e37_79b9_u32;
     (0..n)
@@ -31,6 +40,8 @@ fn object(store: &MemStore, bytes: &[u8], (start, end): (usize, usize), t: u64) 
         time_ms: t,
         crc: crc32fast::hash(body),
         kind: Kind::Delta,
+        seal: crate::layout::Seal::Plain,
+        stored: (0, (end - start) as u64),
         within: None,
     };
     store
@@ -69,7 +80,7 @@ fn large_objects_come_in_ranges_and_every_byte_is_proven() {
     assert_eq!(p[4].end, small as u64);
     for parallel in [1, 4, 32] {
         let (path, out) = temp_file(&format!("ok{parallel}"));
-        fetch_chain(&store, ROOT, &chain, &out, (parallel, &Progress::none())).unwrap();
+        fetch_chain(&store, ROOT, &chain, &out, how(parallel)).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         std::fs::remove_file(&path).unwrap();
     }
@@ -83,7 +94,7 @@ fn large_objects_come_in_ranges_and_every_byte_is_proven() {
         .put(&key, &mut &body[..], body.len() as u64, None)
         .unwrap();
     let (path, out) = temp_file("bad");
-    let e = fetch_chain(&store, ROOT, &chain, &out, (8, &Progress::none())).unwrap_err();
+    let e = fetch_chain(&store, ROOT, &chain, &out, how(8)).unwrap_err();
     let FetchError::Failed(e) = e else {
         panic!("{e:?}")
     };
@@ -104,15 +115,17 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
             end: 1000,
             time_ms: 5,
             crc: crc32fast::hash(&bytes[..1000]),
+            stored: 1000,
         },
         Entry {
             end: 3000,
             time_ms: 9,
             crc: crc32fast::hash(&bytes[1000..]),
+            stored: 2000,
         },
     ];
     let mut body = bytes.clone();
-    body.extend(render(&entries));
+    body.extend(render(&entries, false));
     store
         .put(&m.key(ROOT), &mut &body[..], body.len() as u64, None)
         .unwrap();
@@ -121,7 +134,7 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
         let reads = crate::chain::downloads(&points[..upto]);
         assert_eq!(reads.len(), 1);
         let (path, out) = temp_file(&format!("merged{upto}"));
-        fetch_chain(&store, ROOT, &reads, &out, (4, &Progress::none())).unwrap();
+        fetch_chain(&store, ROOT, &reads, &out, how(4)).unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             want,
@@ -136,7 +149,7 @@ fn a_point_inside_a_merged_object_is_its_prefix_and_a_missing_object_is_gone() {
         ROOT,
         &crate::chain::downloads(&points),
         &out,
-        (4, &Progress::none()),
+        how(4),
     )
     .unwrap_err();
     assert!(matches!(e, FetchError::Gone(_)), "{e:?}");
@@ -157,13 +170,12 @@ fn an_empty_answer_is_retried_as_a_store_fault() {
         .empty_answers
         .store(2, std::sync::atomic::Ordering::SeqCst);
     let (path, out) = temp_file("empty");
-    fetch_chain(&store, ROOT, &chain, &out, (4, &Progress::none())).unwrap();
+    fetch_chain(&store, ROOT, &chain, &out, how(4)).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     store
         .empty_answers
         .store(1000, std::sync::atomic::Ordering::SeqCst);
-    let e =
-        Error::from(fetch_chain(&store, ROOT, &chain, &out, (4, &Progress::none())).unwrap_err());
+    let e = Error::from(fetch_chain(&store, ROOT, &chain, &out, how(4)).unwrap_err());
     assert_eq!(e.exit, Exit::Unavailable, "{}", e.message);
     assert!(e.message.contains("answered with 0 bytes"), "{}", e.message);
     std::fs::remove_file(&path).unwrap();

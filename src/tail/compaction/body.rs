@@ -34,7 +34,7 @@ impl IndexBody {
         new: &[Entry],
     ) -> Result<IndexBody, UploadError> {
         let mut segments = std::collections::VecDeque::new();
-        let mut text: Vec<u8> = index::render(&[]);
+        let mut text: Vec<u8> = index::render(&[], false);
         let mut kept: Option<Vec<Entry>> = Some(Vec::new());
         let mut len = 0u64;
         // A piece of a point that never closed is no point: its bytes go into the next line,
@@ -51,7 +51,7 @@ impl IndexBody {
                     if let (Some(first), Some(c)) = (e.first_mut(), carried.take()) {
                         first.crc = carry(Some(c), first.crc, first.end - h.start).0;
                     }
-                    let lines = index::render(&e);
+                    let lines = index::render(&e, false);
                     text.extend_from_slice(&lines[index::HEADER.len()..]);
                     if let Some(k) = kept.as_mut() {
                         k.extend_from_slice(&e);
@@ -87,7 +87,7 @@ impl IndexBody {
             let from = inputs.last().map_or(first.end, |h| h.end);
             first.crc = carry(Some(c), first.crc, first.end - from).0;
         }
-        let lines = index::render(&new);
+        let lines = index::render(&new, false);
         text.extend_from_slice(&lines[index::HEADER.len()..]);
         if let Some(k) = kept.as_mut() {
             k.extend_from_slice(&new);

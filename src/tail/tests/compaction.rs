@@ -39,8 +39,20 @@ fn run(
     time: impl Fn(u64) -> u64,
     chunk: impl Fn(u64) -> Vec<u8>,
 ) -> (Scratch, BTreeMap<u64, u64>, usize) {
+    run_sealed(store, spans, (n, time), chunk, Default::default())
+}
+
+/// [`run`], sealing as `sealer` says.
+fn run_sealed(
+    store: &MemStore,
+    spans: &str,
+    (n, time): (u64, impl Fn(u64) -> u64),
+    chunk: impl Fn(u64) -> Vec<u8>,
+    sealer: crate::seal::Sealer,
+) -> (Scratch, BTreeMap<u64, u64>, usize) {
     let (dir, path, mut shipped) = followed(b"");
     let mut ses = session(store);
+    ses.up.sealer = sealer;
     ses.compaction = Spans::parse(spans).unwrap();
     let mut out = fs::OpenOptions::new().append(true).open(&path).unwrap();
     let mut lens = BTreeMap::new();
@@ -107,6 +119,34 @@ fn thousands_of_points_keep_their_times_and_bytes() {
     );
     // Nothing merged is left behind once the deletions went out.
     assert!(generations(&store)[0].hidden.is_empty());
+}
+
+#[test]
+fn sealed_merges_keep_every_point_each_its_own_unit() {
+    for (level, encrypt) in [(Some(3), false), (None, true), (Some(1), true)] {
+        let store = MemStore::new();
+        let sealer = crate::seal::Sealer {
+            level,
+            recipients: match encrypt {
+                true => vec![super::test_key().to_public()],
+                false => vec![],
+            },
+        };
+        let seal = sealer.seal();
+        let (dir, lens, _) = run_sealed(
+            &store,
+            "1s,5s,30s",
+            (300, |i| 1_764_000_000_000 + 250 * (i + 1)),
+            |i| format!("SET key{i} {}\n", "v".repeat((i % 13) as usize)).into_bytes(),
+            sealer,
+        );
+        // Every point, from the deltas and from inside merged objects, opens to its bytes.
+        check_points(&store, &dir, &lens, 7);
+        let gens = generations(&store);
+        let objs = &gens[0].parts["file"];
+        assert!(objs.iter().any(|o| o.within.is_some()), "nothing merged");
+        assert!(objs.iter().all(|o| o.seal == seal), "{seal:?}");
+    }
 }
 
 #[test]
