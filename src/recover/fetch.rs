@@ -52,6 +52,9 @@ pub const RANGE: u64 = 8 << 20;
 /// connection's full rate, so a few fill the link and more only cost CPU (bench/NOTEBOOK.md,
 /// "Tuning recover"); small objects, which wait on latency, keep every worker.
 pub const RANGED_AT_ONCE: usize = 16;
+/// Sealed reads in flight at once, at most: each holds a decoder's window (2 MiB at zstd's
+/// level 3) besides its buffers, and recover stays within 64 MiB.
+pub const SEALED_AT_ONCE: usize = 4;
 /// Attempts per piece before a transient failure is final.
 const ATTEMPTS: u32 = 6;
 
@@ -112,6 +115,8 @@ pub fn fetch_chain(
         written: usize,
         /// Ranged pieces being fetched.
         ranged: usize,
+        /// Of them, sealed reads.
+        sealed: usize,
         /// Bytes of small objects taken and not yet written.
         ahead_bytes: u64,
         /// Workers waiting for the window to move.
@@ -119,11 +124,14 @@ pub fn fetch_chain(
         abort: bool,
     }
     impl Window {
-        /// Whether piece `i` (the next to fetch, `len` bytes, ranged or not) must wait.
-        fn full(&self, i: usize, len: u64, ranged: bool) -> bool {
+        /// Whether piece `i` (the next to fetch, `len` bytes, ranged or not, sealed or not)
+        /// must wait.
+        fn full(&self, i: usize, len: u64, (ranged, sealed): (bool, bool)) -> bool {
             i >= self.written + AHEAD
                 || match ranged {
-                    true => self.ranged >= RANGED_AT_ONCE,
+                    true => {
+                        self.ranged >= RANGED_AT_ONCE || sealed && self.sealed >= SEALED_AT_ONCE
+                    }
                     // The piece the writer waits for always goes (nothing is ahead of it then).
                     false => i > self.written && self.ahead_bytes + len > AHEAD_BYTES,
                 }
@@ -137,10 +145,12 @@ pub fn fetch_chain(
         o.len() > SMALL || o.sealed()
     };
     let len_of = |i: usize| pieces[i].end - pieces[i].start;
+    let is_sealed = |i: usize| chain[pieces[i].object].sealed();
     let state = Mutex::new(Window {
         next_fetch: 0,
         written: 0,
         ranged: 0,
+        sealed: 0,
         ahead_bytes: 0,
         waiting: 0,
         abort: false,
@@ -152,14 +162,18 @@ pub fn fetch_chain(
         for _ in 0..parallel.max(1).min(pieces.len()) {
             let tx = tx.clone();
             let (state, wake, pieces) = (&state, &wake, &pieces);
-            let (is_ranged, len_of) = (&is_ranged, &len_of);
+            let (is_ranged, is_sealed, len_of) = (&is_ranged, &is_sealed, &len_of);
             scope.spawn(move || {
                 loop {
                     let i = {
                         let Ok(mut w) = state.lock() else { return };
                         while !w.abort
                             && w.next_fetch < pieces.len()
-                            && w.full(w.next_fetch, len_of(w.next_fetch), is_ranged(w.next_fetch))
+                            && w.full(
+                                w.next_fetch,
+                                len_of(w.next_fetch),
+                                (is_ranged(w.next_fetch), is_sealed(w.next_fetch)),
+                            )
                         {
                             w.waiting += 1;
                             w = match wake.wait(w) {
@@ -176,6 +190,7 @@ pub fn fetch_chain(
                             true => w.ranged += 1,
                             false => w.ahead_bytes += len_of(i),
                         }
+                        w.sealed += usize::from(is_sealed(i));
                         w.next_fetch += 1;
                         i
                     };
@@ -186,6 +201,7 @@ pub fn fetch_chain(
                             .map(Fetched::Written);
                         if let Ok(mut w) = state.lock() {
                             w.ranged -= 1;
+                            w.sealed -= 1;
                         }
                         wake.notify_all();
                         r

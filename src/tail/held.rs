@@ -59,6 +59,16 @@ impl Held {
         self.end - self.start
     }
 
+    /// Its bytes' length as stored: the object's when the chain uses all of it, else the
+    /// points' it uses (their plaintext length, when not kept).
+    pub fn stored_len(&self) -> u64 {
+        match (&self.entries, self.whole()) {
+            (_, true) => self.object.stored_len(),
+            (Some(e), false) => e.iter().map(|e| e.stored).sum(),
+            (None, false) => self.len(),
+        }
+    }
+
     /// Whether the chain uses all of the object (it can then be copied and deleted as a whole).
     pub fn whole(&self) -> bool {
         self.start == self.object.start && self.end == self.object.end

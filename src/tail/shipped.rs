@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::chain::GenId;
 use crate::compaction;
 use crate::error::{Error, Exit, Result};
+use crate::layout::Seal;
 use crate::marks::{self, Scanner};
 
 use super::compaction::Merge;
@@ -368,10 +369,16 @@ impl Shipped {
         }
         let firsts: Vec<u64> = self.held.iter().map(|h| h.first_ms).collect();
         let from = compaction::merge_from(&firsts, last.last_ms, time_ms, spans)?;
-        match s.up.store.copies_parts() {
+        // A sealed merge is made anew in memory (see `compaction/reseal.rs`): bounded like a
+        // merge on a store that copies nothing, in stored bytes.
+        let resealed = s.up.sealer.seal() != Seal::Plain
+            || self.held[from..]
+                .iter()
+                .any(|h| h.object.seal != Seal::Plain);
+        match s.up.store.copies_parts() && !resealed {
             true => Some(from),
             false => {
-                let lens: Vec<u64> = self.held.iter().map(Held::len).collect();
+                let lens: Vec<u64> = self.held.iter().map(Held::stored_len).collect();
                 compaction::merge_without_copies(&lens, from)
             }
         }

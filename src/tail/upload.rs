@@ -14,6 +14,8 @@ use super::held::Held;
 use super::proof::{Capture, Witness};
 use super::source::{RangeReader, crc_range, hash_range, read_exact_at};
 
+mod sealed;
+
 /// Default largest object: well under S3's 5 GiB PutObject limit, and small enough that a
 /// failed upload costs little to redo.
 pub const DEFAULT_MAX_OBJECT: u64 = 1 << 30;
@@ -156,6 +158,10 @@ impl Uploader<'_> {
             true => Kind::Delta,
             false => Kind::Piece,
         };
+        if sealed && pieces.len() > 1 && fresh.is_none() {
+            let labels = |to: u64| (time_ms, kind(to));
+            return self.put_sealed(generation, part, file, &pieces, labels, (done, held));
+        }
         if end - start <= BUFFER_LIMIT || sealed {
             for &(from, to) in &pieces {
                 let src = Source {
@@ -306,19 +312,6 @@ impl Uploader<'_> {
             Some(transit),
         )?;
         Ok(self.stored(key))
-    }
-
-    /// `plain`, the bytes of `key`, as they are stored: sealed as one unit when persist seals,
-    /// `key` then saying how. The transit checksum is the stored bytes'.
-    fn seal<'b>(
-        &self,
-        key: &mut ObjectKey,
-        plain: &'b [u8],
-    ) -> Result<std::borrow::Cow<'b, [u8]>, UploadError> {
-        let body = self.sealer.seal_unit(plain).map_err(UploadError::Read)?;
-        key.seal = self.sealer.seal();
-        key.stored = (0, body.len() as u64);
-        Ok(body)
     }
 
     /// Before an upload: makes sure the writer lease is still this process's when a check is

@@ -150,6 +150,32 @@ fn sealed_merges_keep_every_point_each_its_own_unit() {
 }
 
 #[test]
+fn a_large_sealed_range_goes_up_in_sealed_pieces_closing_one_point() {
+    let store = MemStore::new();
+    let content: Vec<u8> = (0..90_000u32)
+        .flat_map(|i| format!("SET key:{i} {}\n", i % 7).into_bytes())
+        .collect();
+    let (dir, _, mut shipped) = followed(&content);
+    let mut ses = session(&store);
+    ses.up.sealer = crate::seal::Sealer {
+        level: Some(1),
+        recipients: vec![super::test_key().to_public()],
+    };
+    let len = content.len() as u64;
+    shipped
+        .ship(&mut ses, GEN, "file", len, (1_000, true))
+        .unwrap();
+    let gens = generations(&store);
+    let objs = &gens[0].parts["file"];
+    // 1 MiB objects in this session: pieces, then the delta that closes the one point.
+    assert!(objs.len() > 1, "{objs:?}");
+    assert!(objs.iter().all(|o| o.seal == crate::layout::Seal::ZstdAge));
+    assert_eq!(objs.iter().filter(|o| o.kind.closes()).count(), 1);
+    let lens = BTreeMap::from([(1_000, len)]);
+    check_points(&store, &dir, &lens, 1);
+}
+
+#[test]
 fn large_indexes_are_streamed_and_checked() {
     let store = MemStore::new();
     // 40,000 points a millisecond apart: merged objects of 10,000 points, then of 30,000,
