@@ -81,7 +81,8 @@ pub fn plan(gens: &[Generation], dropping: &[Generation], cutoff_ms: u64) -> Pru
         bytes: drop
             .iter()
             .flat_map(Generation::stored)
-            .map(ObjectKey::len)
+            // What deleting frees: the bytes stored (sealed ones are fewer than they hold).
+            .map(|o| o.stored.1)
             .sum(),
         drop,
     }
@@ -112,7 +113,7 @@ pub fn prune(req: &PruneRequest, store: &dyn ObjectStore, out: &mut dyn Write) -
                 .flat_map(Generation::stored)
                 .chain(&p.replaced)
             {
-                writeln!(out, "{root}{o}  {}", o.len())?;
+                writeln!(out, "{root}{o}  {}", o.stored.1)?;
             }
             out.flush()
         };
