@@ -106,28 +106,32 @@ pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
 /// A recipients file (`--encrypt-to-file`): one `age1...` a line, `#` comments and blank
 /// lines ignored, as `age -R` reads.
 pub fn read_recipients(path: &Path) -> Result<Vec<age::x25519::Recipient>, String> {
+    key_file(path, "recipients file", "recipient (age1...)")
+}
+
+/// The keys in `path`, a `what` holding one `T` a line (`kind` names it in an error), `#`
+/// comments and blank lines ignored, as age's own tools read them. An error names the line,
+/// never its text (it may be a secret), and a file with no key is an error.
+fn key_file<T: FromStr>(path: &Path, what: &str, kind: &str) -> Result<Vec<T>, String> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read recipients file {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let r = age::x25519::Recipient::from_str(line).map_err(|_| {
+        let k = T::from_str(line).map_err(|_| {
             format!(
-                "line {} of recipients file {} is not an age X25519 recipient (age1...)",
+                "line {} of {what} {} is not an age X25519 {kind}",
                 n + 1,
                 path.display()
             )
         })?;
-        out.push(r);
+        out.push(k);
     }
     if out.is_empty() {
-        return Err(format!(
-            "recipients file {} names no recipient (age1... lines)",
-            path.display()
-        ));
+        return Err(format!("{what} {} holds no {kind}", path.display()));
     }
     Ok(out)
 }
@@ -168,32 +172,12 @@ impl Identities {
     /// An age identity file: `AGE-SECRET-KEY-1...` lines, `#` comments and blank lines
     /// ignored (what `age-keygen -o` writes). An error names the line, never its text.
     pub fn read(path: &Path) -> Result<Identities, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read identity file {}: {e}", path.display()))?;
-        let mut keys = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let k = age::x25519::Identity::from_str(line).map_err(|_| {
-                format!(
-                    "line {} of identity file {} is not an age X25519 identity \
-                     (AGE-SECRET-KEY-1..., as `age-keygen` writes)",
-                    n + 1,
-                    path.display()
-                )
-            })?;
-            keys.push(k);
-        }
-        if keys.is_empty() {
-            return Err(format!(
-                "identity file {} holds no identity (AGE-SECRET-KEY-1... lines)",
-                path.display()
-            ));
-        }
         Ok(Identities {
-            keys,
+            keys: key_file(
+                path,
+                "identity file",
+                "identity (AGE-SECRET-KEY-1..., as `age-keygen` writes)",
+            )?,
             file: path.display().to_string(),
         })
     }

@@ -135,19 +135,11 @@ impl Uploader<'_> {
         }
         let mut all = combine(m.inputs);
         all = crate::crc::combine(all, fresh_crc, end - start);
-        let key = ObjectKey {
-            generation: m.generation.number,
-            mode: m.generation.mode,
-            part: m.part.to_string(),
-            start: first.map_or(start, |f| f.start),
-            end,
-            time_ms: m.time_ms,
-            crc: all,
-            kind: Kind::Merged,
-            seal: Seal::Plain,
-            stored: (0, end - first.map_or(start, |f| f.start)),
-            within: None,
-        };
+        let key = merged_key(
+            m,
+            all,
+            (Seal::Plain, end - first.map_or(start, |f| f.start)),
+        );
         let mut index = IndexBody::open(self.store, &self.root, m.inputs, &new_entries)?;
         let index_len = index.len;
         // A streamed index's CRC is known only once read: it is read once more first, so that
@@ -275,6 +267,25 @@ fn entries_of(
         (from, time) = (end, time_ms);
     }
     Ok(out)
+}
+
+/// The key of the object `m` makes: its inputs' and new bytes, CRC-32 `crc`, sealed as `seal`
+/// in `stored` bytes (before the index).
+fn merged_key(m: &Merge<'_>, crc: u32, (seal, stored): (Seal, u64)) -> ObjectKey {
+    let start = m.inputs.first().map_or(m.new.0, |f| f.start);
+    ObjectKey {
+        generation: m.generation.number,
+        mode: m.generation.mode,
+        part: m.part.to_string(),
+        start,
+        end: m.new.1,
+        time_ms: m.time_ms,
+        crc,
+        kind: Kind::Merged,
+        seal,
+        stored: (0, stored),
+        within: None,
+    }
 }
 
 /// The CRC-32 of the bytes of `run`, in order.

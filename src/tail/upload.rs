@@ -266,10 +266,7 @@ impl Uploader<'_> {
         let mut key = object_key(generation, part, kind, (src.start, src.end), time_ms, crc);
         if buffer {
             let body = self.seal(&mut key, buffered)?;
-            let transit = crc32fast::hash(&body);
-            let full = key.key(&self.root);
-            self.store
-                .put(&full, &mut &body[..], body.len() as u64, Some(transit))?;
+            self.put_stored(&key, &body)?;
         } else {
             let full = key.key(&self.root);
             let mut reader = RangeReader::new(src.file, src.start, src.end, crc);
@@ -304,13 +301,7 @@ impl Uploader<'_> {
             crc32fast::hash(bytes),
         );
         let body = self.seal(&mut key, bytes)?;
-        let transit = crc32fast::hash(&body);
-        self.store.put(
-            &key.key(&self.root),
-            &mut &body[..],
-            body.len() as u64,
-            Some(transit),
-        )?;
+        self.put_stored(&key, &body)?;
         Ok(self.stored(key))
     }
 

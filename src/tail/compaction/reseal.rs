@@ -10,13 +10,13 @@
 use std::io;
 
 use crate::layout::index::{self, Entry};
-use crate::layout::{Kind, ObjectKey, Seal};
+use crate::layout::{Kind, Seal};
 
 use super::super::held::{Held, KEEP_ENTRIES};
 use super::super::proof::{Capture, Witness};
 use super::super::source::read_exact_at;
 use super::super::upload::{UploadError, Uploader};
-use super::{Merge, combine};
+use super::{Merge, combine, merged_key};
 
 impl Uploader<'_> {
     /// Uploads `m.inputs` and the new bytes as one merged object sealed as persist seals now,
@@ -91,27 +91,9 @@ impl Uploader<'_> {
         }
         let first = m.inputs.first();
         let all = crate::crc::combine(combine(m.inputs), crc32fast::hash(fresh), end - start);
-        let key = ObjectKey {
-            generation: m.generation.number,
-            mode: m.generation.mode,
-            part: m.part.to_string(),
-            start: first.map_or(start, |f| f.start),
-            end,
-            time_ms: m.time_ms,
-            crc: all,
-            kind: Kind::Merged,
-            seal,
-            stored: (0, body.len() as u64),
-            within: None,
-        };
+        let key = merged_key(m, all, (seal, body.len() as u64));
         body.extend_from_slice(&index::render(&entries, seal != Seal::Plain));
-        let transit = crc32fast::hash(&body);
-        self.store.put(
-            &key.key(&self.root),
-            &mut &body[..],
-            body.len() as u64,
-            Some(transit),
-        )?;
+        self.put_stored(&key, &body)?;
         let mut capture = Capture::new(start, end);
         capture.feed(start, fresh);
         done.extend(capture, crc32fast::hash(fresh));

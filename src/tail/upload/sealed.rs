@@ -70,19 +70,27 @@ impl Uploader<'_> {
                 let mut key = object_key(generation, part, kind, (s.from, s.to), time_ms, s.crc);
                 key.seal = self.sealer.seal();
                 key.stored = (0, s.body.len() as u64);
-                let transit = crc32fast::hash(&s.body);
-                self.store.put(
-                    &key.key(&self.root),
-                    &mut &s.body[..],
-                    s.body.len() as u64,
-                    Some(transit),
-                )?;
+                self.put_stored(&key, &s.body)?;
                 let key = self.stored(key);
                 done.extend(s.capture, key.crc);
                 held.push(Held::delta(&key));
             }
             Ok(())
         })
+    }
+
+    /// PUTs `body`, `key`'s bytes as stored, with the CRC-32 of those stored bytes as its
+    /// transit checksum (the key's CRC is the plaintext's).
+    pub(in crate::tail) fn put_stored(
+        &self,
+        key: &ObjectKey,
+        body: &[u8],
+    ) -> Result<(), UploadError> {
+        let transit = crc32fast::hash(body);
+        let name = key.key(&self.root);
+        self.store
+            .put(&name, &mut &body[..], body.len() as u64, Some(transit))?;
+        Ok(())
     }
 
     /// `plain`, the bytes of `key`, as they are stored: sealed as one unit when persist seals,
