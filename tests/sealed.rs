@@ -140,7 +140,9 @@ fn compressed_and_encrypted_generations_recover_every_point() {
         deep.extend_from_slice(&ids);
         let v = s3.run(&deep);
         assert!(v.status.success(), "{}{}", text(&v.stdout), text(&v.stderr));
-        if seal.contains("zst") {
+        // Compression alone: an age header a point (about 200 bytes) outweighs what a busy
+        // machine's smaller points save, so the encrypted runs' ratio depends on timing.
+        if seal == "zst" {
             let stored: u64 = s3.ranges(prefix).iter().map(|o| o.stored).sum();
             assert!(
                 stored * 2 < content.len() as u64,
